@@ -1,0 +1,17 @@
+"""kernelkip: dataset distillation by kernel meta-model matching.
+
+Analytic infinite-width kernels (neural-tangents' conventions) with hand-derived gradients,
+kernel ridge regression with explicit adjoints, and the KIP outer loop. No autodiff framework.
+"""
+__version__ = "0.1.0"
+
+# architecture
+from .arch import ABRelu, Dense, Erf, FC, LeakyRelu, Relu, Serial, serial  # noqa: F401
+
+# kernels and their pullbacks
+from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  # noqa: F401
+                      ntk, ntk_pullback, ntk_vjp)
+
+# kernel ridge regression and objectives
+from . import krr, losses, objectives  # noqa: F401,E402
+from .objectives import kip_loss, label_solve  # noqa: F401,E402

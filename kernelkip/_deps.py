@@ -1,0 +1,62 @@
+"""Guarded imports of optional packages and the environment switches that turn them off.
+
+Only this module imports optional packages. ``import kernelkip`` never imports CuPy and never
+compiles a Numba kernel: both happen on first use.
+
+Environment switches
+--------------------
+KERNELKIP_NO_NUMBA=1 : behave as if Numba were not installed (engine "auto" picks "numpy").
+KERNELKIP_NO_CUPY=1  : behave as if CuPy were not installed.
+"""
+import importlib
+import os
+
+__all__ = ["numba_available", "get_numba", "cupy_available", "get_cupy"]
+
+
+def _switched_off(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_cache = {}
+
+
+def _try_import(module, switch):
+    if module not in _cache:
+        if _switched_off(switch):
+            _cache[module] = None
+        else:
+            try:
+                _cache[module] = importlib.import_module(module)
+            except Exception:  # noqa: BLE001 -- a broken install counts as absent
+                _cache[module] = None
+    return _cache[module]
+
+
+def get_numba():
+    """The ``numba`` module, or ``None`` when it is absent or switched off."""
+    return _try_import("numba", "KERNELKIP_NO_NUMBA")
+
+
+def numba_available():
+    """Whether Numba can be used."""
+    return get_numba() is not None
+
+
+def get_cupy():
+    """The ``cupy`` module when it imports and sees a CUDA device, else ``None``."""
+    if "cupy_device" not in _cache:
+        cp = _try_import("cupy", "KERNELKIP_NO_CUPY")
+        ok = False
+        if cp is not None:
+            try:
+                ok = cp.cuda.runtime.getDeviceCount() > 0
+            except Exception:  # noqa: BLE001 -- no driver, no device
+                ok = False
+        _cache["cupy_device"] = cp if ok else None
+    return _cache["cupy_device"]
+
+
+def cupy_available():
+    """Whether CuPy is installed and a CUDA device is visible."""
+    return get_cupy() is not None

@@ -1,0 +1,228 @@
+"""Activation rules: closed-form dual kernels, their partial derivatives, forward and VJP.
+
+For an activation ``phi`` and centred Gaussian pre-activations ``(u, v)`` with variances
+``v1, v2`` and covariance ``k`` (the NNGP entry), a layer maps
+
+    nngp' = T(k, v1, v2) = E[phi(u) phi(v)],     ntk' = ntk * Tdot(k, v1, v2) + nngp',
+    Tdot  = E[phi'(u) phi'(v)]  (= dT/dk, Price's theorem).
+
+Every family supplies, in scalar-broadcast form (``docs/math/fc.md`` derives each line):
+
+* ``dual``       -> ``(T, Tdot)``
+* ``partials``   -> ``(Tdot, dTdot/dk, A_T, A_Tdot)``: the variance partials factor as
+  ``dT/dv1 = A_T * r(v1)``, ``dT/dv2 = A_T * r(v2)`` (same for ``Tdot``), so the VJP reduces
+  the matrix ``A`` over rows and columns once and scales by ``r``;
+* ``var_scale``  -> ``r(v)``;
+* ``diag`` / ``diag_grad`` -> ``T`` and ``Tdot`` at coincident points (``k = v1 = v2 = v``) and
+  their derivatives in ``v``. They give the variances (``cov1, cov2``) and the diagonal of a
+  self-kernel, where the generic formulas are singular for ReLU-like activations.
+
+The NumPy functions here are the readable reference (they also run on CuPy through ``xp``);
+``_activations_numba`` fuses the same formulas into parallel loops.
+"""
+import math
+
+import numpy as np
+
+from ..arch import ABRelu, Erf
+from ..backend import array_namespace
+from . import _activations_numba
+from .state import KernelState
+
+__all__ = ["abrelu_dual", "abrelu_partials", "erf_dual", "erf_partials", "activation_fwd",
+           "activation_vjp", "coincidence_tol"]
+
+_TWO_PI = 2 * math.pi
+
+
+def coincidence_tol(dtype):
+    """``sin(theta)**2`` below which two inputs count as coincident (singular derivatives -> 0).
+
+    Round-off in ``v1 * v2 - k**2`` is a few ulps of ``v1 * v2``; the threshold sits well above it
+    (neural-tangents' guard, relative rather than absolute).
+    """
+    return 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+# ----------------------------------------------------------------------------- ABRelu
+# phi(x) = a min(x, 0) + b max(x, 0); kappa = (a - b)^2 / (2 pi), half = (a^2 + b^2) / 2.
+# With sin_s = sqrt(v1 v2 - k^2) = sqrt(v1 v2) sin(theta), theta = atan2(sin_s, k):
+#   T    = kappa (sin_s - theta k) + half k                              eq. (fc.7)
+#   Tdot = half - kappa theta                                            eq. (fc.8)
+
+def _abrelu_consts(layer):
+    return (layer.a - layer.b) ** 2 / _TWO_PI, (layer.a ** 2 + layer.b ** 2) / 2
+
+
+def abrelu_dual(k, v1, v2, layer):
+    """``(T, Tdot)`` of :class:`ABRelu`, broadcasting over ``k, v1, v2``."""
+    xp = array_namespace(k)
+    kappa, half = _abrelu_consts(layer)
+    sin_s = xp.sqrt(xp.maximum(v1 * v2 - k * k, 0))
+    theta = xp.arctan2(sin_s, k)
+    return kappa * (sin_s - theta * k) + half * k, half - kappa * theta
+
+
+def abrelu_partials(k, v1, v2, layer, tol):
+    """``(Tdot, dTdot/dk, A_T, A_Tdot)`` of :class:`ABRelu`; eq. (fc.9)-(fc.11).
+
+    ``dTdot/dk = kappa / sin_s`` and ``A_Tdot = -kappa k / sin_s`` are singular at coincident
+    points; they are set to 0 where ``sin_s**2 <= tol * v1 v2`` (the symmetric derivative).
+    """
+    xp = array_namespace(k)
+    kappa, half = _abrelu_consts(layer)
+    prod = v1 * v2
+    d2 = xp.maximum(prod - k * k, 0)
+    sin_s = xp.sqrt(d2)
+    theta = xp.arctan2(sin_s, k)
+    ok = d2 > tol * prod
+    inv = xp.where(ok, 1 / xp.where(ok, sin_s, 1), 0)
+    return half - kappa * theta, kappa * inv, kappa * sin_s, -kappa * k * inv
+
+
+def _abrelu_var_scale(v, layer):
+    xp = array_namespace(v)
+    return xp.where(v > 0, 0.5 / xp.where(v > 0, v, 1), 0)
+
+
+def _abrelu_diag(v, layer):
+    _, half = _abrelu_consts(layer)
+    return half * v, half + 0 * v
+
+
+def _abrelu_diag_grad(v, layer):
+    _, half = _abrelu_consts(layer)
+    return half + 0 * v, 0 * v
+
+
+# ----------------------------------------------------------------------------- Erf
+# phi(x) = a erf(b x) + c; D_i = 1 + 2 b^2 v_i, q = 2 b^2 k, R = D1 D2, W = sqrt(R - q^2):
+#   T    = a^2 (2/pi) atan2(q, W) + c^2                                  eq. (fc.12)
+#   Tdot = a^2 (4 b^2 / pi) / W                                          eq. (fc.13)
+
+def erf_dual(k, v1, v2, layer):
+    """``(T, Tdot)`` of :class:`Erf`, broadcasting over ``k, v1, v2``."""
+    xp = array_namespace(k)
+    a2, b2 = layer.a ** 2, layer.b ** 2
+    q = 2 * b2 * k
+    w = xp.sqrt((1 + 2 * b2 * v1) * (1 + 2 * b2 * v2) - q * q)
+    return a2 * (2 / math.pi) * xp.arctan2(q, w) + layer.c ** 2, a2 * (4 * b2 / math.pi) / w
+
+
+def erf_partials(k, v1, v2, layer, tol):
+    """``(Tdot, dTdot/dk, A_T, A_Tdot)`` of :class:`Erf`; eq. (fc.14)-(fc.16). Never singular."""
+    xp = array_namespace(k)
+    a2, b2 = layer.a ** 2, layer.b ** 2
+    q = 2 * b2 * k
+    r = (1 + 2 * b2 * v1) * (1 + 2 * b2 * v2)
+    w = xp.sqrt(r - q * q)
+    tdot = a2 * (4 * b2 / math.pi) / w
+    w2 = w * w
+    return tdot, tdot * 2 * b2 * q / w2, -a2 * (2 / math.pi) * q / w, -tdot * r / w2
+
+
+def _erf_var_scale(v, layer):
+    b2 = layer.b ** 2
+    return b2 / (1 + 2 * b2 * v)
+
+
+def _erf_diag(v, layer):
+    xp = array_namespace(v)
+    a2, b2 = layer.a ** 2, layer.b ** 2
+    t = 2 * b2 * v
+    return (a2 * (2 / math.pi) * xp.arcsin(t / (1 + t)) + layer.c ** 2,
+            a2 * (4 * b2 / math.pi) / xp.sqrt(1 + 2 * t))
+
+
+def _erf_diag_grad(v, layer):
+    xp = array_namespace(v)
+    a2, b2 = layer.a ** 2, layer.b ** 2
+    t = 2 * b2 * v
+    root = xp.sqrt(1 + 2 * t)
+    return (a2 * (4 * b2 / math.pi) / ((1 + t) * root),
+            -a2 * (8 * b2 * b2 / math.pi) / (root * root * root))
+
+
+# family table: layer type -> (numba id, dual, partials, var_scale, diag, diag_grad, numba params)
+_FAMILIES = {
+    ABRelu: (_activations_numba.ABRELU, abrelu_dual, abrelu_partials, _abrelu_var_scale,
+             _abrelu_diag, _abrelu_diag_grad, lambda l: (*_abrelu_consts(l), 0.0, 0.0)),
+    Erf: (_activations_numba.ERF, erf_dual, erf_partials, _erf_var_scale, _erf_diag,
+          _erf_diag_grad, lambda l: (l.a ** 2, l.b ** 2, l.c ** 2, 0.0)),
+}
+
+
+def _diag_indices(xp, n):
+    idx = xp.arange(n)
+    return idx, idx
+
+
+def activation_fwd(layer, state, *, engine):
+    """Forward rule of an activation layer; ``saved = (nngp, cov1, cov2, ntk)`` (its inputs)."""
+    fam_id, dual, _, _, diag, _, params = _FAMILIES[type(layer)]
+    xp = array_namespace(state.nngp)
+    k, cov1, cov2, ntk = state.nngp, state.cov1, state.cov2, state.ntk
+    v2 = cov1 if state.is_self else cov2
+    if engine == "numba":
+        new_k, new_ntk = _activations_numba.activation_fwd(
+            fam_id, np.asarray(params(layer), dtype=k.dtype), k, cov1, v2, ntk)
+    else:
+        new_k, tdot = dual(k, cov1[:, None], v2[None, :], layer)
+        new_ntk = None if ntk is None else ntk * tdot + new_k
+    new_cov1 = diag(cov1, layer)[0]
+    new_cov2 = None if state.is_self else diag(cov2, layer)[0]
+    if state.is_self:  # coincident points: c = 1 formulas, eq. (fc.18)
+        ii = _diag_indices(xp, k.shape[0])
+        new_k[ii] = new_cov1
+        if ntk is not None:
+            new_ntk[ii] = ntk[ii] * diag(cov1, layer)[1] + new_cov1
+    new = KernelState(new_cov1, new_k, new_cov2, new_ntk, state.is_self)
+    return new, (k, cov1, cov2, ntk)
+
+
+def activation_vjp(layer, saved, cot, *, engine):
+    """Adjoint of :func:`activation_fwd` (eq. (fc.19)-(fc.22) of ``docs/math/fc.md``)."""
+    k, cov1, cov2, ntk = saved
+    fam_id, _, partials, var_scale, _, diag_grad, params = _FAMILIES[type(layer)]
+    xp = array_namespace(k)
+    v2 = cov1 if cot.is_self else cov2
+    g = cot.nngp if cot.nngp is not None else xp.zeros_like(k)
+    h = cot.ntk if ntk is not None else None
+    if h is None and ntk is not None:
+        h = xp.zeros_like(k)
+    tol = coincidence_tol(k.dtype)
+    if engine == "numba":
+        c_k, c_ntk, row, col = _activations_numba.activation_vjp(
+            fam_id, np.asarray(params(layer), dtype=k.dtype), k, cov1, v2, ntk, g, h,
+            cot.is_self, tol)
+    else:
+        tdot, dtdot, a_t, a_tdot = partials(k, cov1[:, None], v2[None, :], layer, tol)
+        if h is None:
+            c_k, c_ntk, amat = g * tdot, None, g * a_t
+        else:
+            gg, hn = g + h, h * ntk
+            c_k, c_ntk, amat = gg * tdot + hn * dtdot, h * tdot, gg * a_t + hn * a_tdot
+        if cot.is_self:  # the diagonal is handled below by the c = 1 formulas
+            ii = _diag_indices(xp, k.shape[0])
+            c_k[ii] = 0
+            amat[ii] = 0
+            if c_ntk is not None:
+                c_ntk[ii] = 0
+        row, col = amat.sum(axis=1), amat.sum(axis=0)
+    c_cov1 = row * var_scale(cov1, layer)
+    c_cov2 = col * var_scale(v2, layer)
+    dT1, dTdot1 = diag_grad(cov1, layer)
+    if cot.cov1 is not None:
+        c_cov1 = c_cov1 + cot.cov1 * dT1
+    if cot.is_self:
+        c_cov1 = c_cov1 + c_cov2
+        c_cov2 = None
+        ii = _diag_indices(xp, k.shape[0])
+        g_d = g[ii] if h is None else g[ii] + h[ii]
+        c_cov1 = c_cov1 + g_d * dT1
+        if h is not None:
+            c_cov1 = c_cov1 + h[ii] * ntk[ii] * dTdot1
+            c_ntk[ii] = h[ii] * _FAMILIES[type(layer)][4](cov1, layer)[1]
+    elif cot.cov2 is not None:
+        c_cov2 = c_cov2 + cot.cov2 * diag_grad(cov2, layer)[0]
+    return KernelState(c_cov1, c_k, c_cov2, c_ntk, cot.is_self)
