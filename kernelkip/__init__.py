@@ -5,6 +5,8 @@ kernel ridge regression with explicit adjoints, and the KIP outer loop. No autod
 """
 __version__ = "0.1.0"
 
+from . import _threads  # noqa: F401,E402 -- must run before NumPy is first imported
+
 # architecture
 from .arch import ABRelu, Dense, Erf, FC, LeakyRelu, Relu, Serial, serial  # noqa: F401
 

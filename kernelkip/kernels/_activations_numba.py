@@ -3,15 +3,13 @@
 Each loop evaluates, per entry ``(i, j)``, the closed forms written out in
 ``kernelkip.kernels.activations`` (the NumPy reference) and ``docs/math/fc.md``, reading
 ``k[i, j], v1[i], v2[j]`` once. Parameters arrive pre-cast to the arrays' dtype so that float32
-inputs are computed in float32 (no silent promotion through Python float literals).
+inputs are computed in float32 (Numba promotes float32 with Python literals to float64, so the
+constants 1 and 2/pi travel in ``p`` too).
 
 Family ids and their parameter vectors ``p``:
 
-* ``ABRELU``: ``p = (kappa, half, 0, 1, 2/pi)`` with ``kappa = (a-b)^2/(2 pi)``,
-  ``half = (a^2+b^2)/2``
+* ``ABRELU``: ``p = (kappa, half, 0, 1, 2/pi)``, ``kappa = (a-b)^2/(2 pi)``, ``half = (a^2+b^2)/2``
 * ``ERF``:    ``p = (a^2, b^2, c^2, 1, 2/pi)``
-
-(``1`` and ``2/pi`` travel in ``p`` because Numba promotes float32 with integer literals.)
 """
 import math
 
@@ -36,56 +34,49 @@ def _kernels():
 
     @njit(inline="always", **opts)
     def point(fam, p, k, v1, v2):
-        # (T, Tdot) of eq. (fc.7)-(fc.8) and (fc.12)-(fc.13)
+        # (T, Tdot, aux) of eq. (fc.7)-(fc.8) and (fc.12)-(fc.13)
         if fam == ABRELU:
             d2 = v1 * v2 - k * k
             if d2 < 0:
                 d2 = k - k
             sin_s = math.sqrt(d2)
             theta = math.atan2(sin_s, k)
-            return p[0] * (sin_s - theta * k) + p[1] * k, p[1] - p[0] * theta
-        one = p[3]  # 1 in the arrays' dtype
+            return p[0] * (sin_s - theta * k) + p[1] * k, p[1] - p[0] * theta, sin_s
         two_b2 = p[1] + p[1]
         q = two_b2 * k
-        w = math.sqrt((one + two_b2 * v1) * (one + two_b2 * v2) - q * q)
-        return (p[0] * p[4] * math.atan2(q, w) + p[2],  # p[4] = 2/pi
-                p[0] * p[1] * (p[4] + p[4]) / w)
+        w = math.sqrt((p[3] + two_b2 * v1) * (p[3] + two_b2 * v2) - q * q)
+        return p[0] * p[4] * math.atan2(q, w) + p[2], p[0] * p[1] * (p[4] + p[4]) / w, w
 
     @njit(inline="always", **opts)
-    def partials(fam, p, k, v1, v2, tol):
-        # (Tdot, dTdot/dk, A_T, A_Tdot) of eq. (fc.9)-(fc.11) and (fc.14)-(fc.16)
+    def partials(fam, p, k, v1, v2, tdot, aux, tol):
+        # (dTdot/dk, A_T, A_Tdot) of eq. (fc.9)-(fc.11) and (fc.14)-(fc.16)
         if fam == ABRELU:
-            prod = v1 * v2
-            d2 = prod - k * k
-            if d2 < 0:
-                d2 = k - k
-            sin_s = math.sqrt(d2)
-            theta = math.atan2(sin_s, k)
             inv = k - k
-            if d2 > tol * prod:
-                inv = p[3] / sin_s
-            return p[1] - p[0] * theta, p[0] * inv, p[0] * sin_s, -p[0] * k * inv
-        one = p[3]
+            if aux * aux > tol * (v1 * v2):
+                inv = p[3] / aux
+            return p[0] * inv, p[0] * aux, -p[0] * k * inv
         two_b2 = p[1] + p[1]
         q = two_b2 * k
-        r = (one + two_b2 * v1) * (one + two_b2 * v2)
-        w2 = r - q * q
-        w = math.sqrt(w2)
-        tdot = p[0] * p[1] * (p[4] + p[4]) / w
-        return tdot, tdot * two_b2 * q / w2, -p[0] * p[4] * q / w, -tdot * r / w2
+        r = (p[3] + two_b2 * v1) * (p[3] + two_b2 * v2)
+        w2 = aux * aux
+        return tdot * two_b2 * q / w2, -p[0] * p[4] * q / aux, -tdot * r / w2
 
     @njit(parallel=True, **opts)
-    def fwd(fam, p, k, v1, v2, ntk, track, out_k, out_ntk):
+    def fwd(fam, p, k, v1, v2, ntk, track, save, out_k, out_ntk, out_tdot, out_aux):
         n1, n2 = k.shape
         for i in prange(n1):
             for j in range(n2):
-                t, tdot = point(fam, p, k[i, j], v1[i], v2[j])
+                t, tdot, aux = point(fam, p, k[i, j], v1[i], v2[j])
                 out_k[i, j] = t
                 if track:
                     out_ntk[i, j] = ntk[i, j] * tdot + t
+                if save:
+                    out_tdot[i, j] = tdot
+                    out_aux[i, j] = aux
 
     @njit(parallel=True, **opts)
-    def vjp(fam, p, k, v1, v2, ntk, g, h, track, is_self, tol, out_k, out_ntk, row, col_parts):
+    def vjp(fam, p, k, v1, v2, ntk, tdots, auxs, g, h, track, is_self, tol, out_k, out_ntk,
+            row, col_parts):
         n1, n2 = k.shape
         nchunks = col_parts.shape[0]
         for c in prange(nchunks):
@@ -97,7 +88,9 @@ def _kernels():
                         if track:
                             out_ntk[i, j] = 0
                         continue
-                    tdot, dtdot, a_t, a_tdot = partials(fam, p, k[i, j], v1[i], v2[j], tol)
+                    tdot = tdots[i, j]
+                    dtdot, a_t, a_tdot = partials(fam, p, k[i, j], v1[i], v2[j], tdot,
+                                                  auxs[i, j], tol)
                     if track:
                         hh = h[i, j]
                         gg = g[i, j] + hh
@@ -117,44 +110,54 @@ def _kernels():
     return _compiled
 
 
-def _params(fam, params, dtype):
+def _params(params, dtype):
     p = np.zeros(5, dtype=dtype)
-    p[:3] = params[:3]
-    p[3] = 1  # the constants 1 and 2/pi, in the arrays' dtype
+    p[:len(params)] = params
+    p[3] = 1
     p[4] = 2 / math.pi
     return p
 
 
-def activation_fwd(fam, params, k, v1, v2, ntk):
-    """Fused ``T`` and ``ntk * Tdot + T`` over all entries; returns ``(new_k, new_ntk)``.
+def activation_fwd(fam, params, k, v1, v2, ntk, save):
+    """Fused ``T`` and ``ntk * Tdot + T``; returns ``(new_k, new_ntk, tdot, aux)``.
 
     .. math:: K'_{ij} = T(K_{ij}, v_{1,i}, v_{2,j}),\\quad
               \\Theta'_{ij} = \\Theta_{ij} \\dot T(K_{ij}, v_{1,i}, v_{2,j}) + K'_{ij}
+
+    ``tdot`` and ``aux`` are ``None`` unless ``save``.
     """
     kern = _kernels()
     track = ntk is not None
     out_k = np.empty_like(k)
     out_ntk = np.empty_like(k) if track else out_k
-    kern["fwd"](fam, _params(fam, params, k.dtype), k, v1, v2, ntk if track else k, track,
-                out_k, out_ntk)
-    return out_k, (out_ntk if track else None)
+    out_tdot = np.empty_like(k) if save else out_k
+    out_aux = np.empty_like(k) if save else out_k
+    kern["fwd"](fam, _params(params, k.dtype), k, v1, v2, ntk if track else k, track, save,
+                out_k, out_ntk, out_tdot, out_aux)
+    return (out_k, out_ntk if track else None, out_tdot if save else None,
+            out_aux if save else None)
 
 
-def activation_vjp(fam, params, k, v1, v2, ntk, g, h, is_self, tol):
+def activation_vjp(fam, params, k, v1, v2, ntk, tdot, aux, g, h, is_self, tol):
     """Fused adjoint: ``(c_k, c_ntk, row_sums(A), col_sums(A))`` of eq. (fc.19)-(fc.22).
 
-    Coincident entries of a self-kernel (``i == j``) are left at zero for the caller.
+    .. math:: \\bar K = (\\bar K' + \\bar\\Theta') \\dot T + \\bar\\Theta' \\Theta\\,
+              \\partial_k \\dot T,\\quad A = (\\bar K' + \\bar\\Theta') A_T
+              + \\bar\\Theta' \\Theta A_{\\dot T}
+
+    Coincident entries of a self-kernel (``i == j``) are left at zero for the caller. Row and
+    column sums accumulate in float64.
     """
     kern = _kernels()
     track = ntk is not None
     n1, n2 = k.shape
     out_k = np.empty_like(k)
-    out_ntk = np.empty_like(k) if track else None
+    out_ntk = np.empty_like(k) if track else out_k
     row = np.empty(n1, dtype=np.float64)
     nchunks = max(1, min(n1, 4 * get_numba().config.NUMBA_NUM_THREADS))
     col_parts = np.zeros((nchunks, n2), dtype=np.float64)
-    kern["vjp"](fam, _params(fam, params, k.dtype), k, v1, v2, ntk if track else k, g,
-                h if track else g, track, bool(is_self), k.dtype.type(tol), out_k,
-                out_ntk if track else out_k, row, col_parts)
+    kern["vjp"](fam, _params(params, k.dtype), k, v1, v2, ntk if track else k, tdot, aux, g,
+                h if track else g, track, bool(is_self), k.dtype.type(tol), out_k, out_ntk,
+                row, col_parts)
     col = col_parts.sum(axis=0)
-    return out_k, out_ntk, row.astype(k.dtype), col.astype(k.dtype)
+    return out_k, (out_ntk if track else None), row.astype(k.dtype), col.astype(k.dtype)

@@ -8,8 +8,8 @@ For an activation ``phi`` and centred Gaussian pre-activations ``(u, v)`` with v
 
 Every family supplies, in scalar-broadcast form (``docs/math/fc.md`` derives each line):
 
-* ``dual``       -> ``(T, Tdot)``
-* ``partials``   -> ``(Tdot, dTdot/dk, A_T, A_Tdot)``: the variance partials factor as
+* ``dual``       -> ``(T, Tdot, aux)``; ``aux`` is what the partials need besides ``Tdot``
+* ``partials``   -> ``(dTdot/dk, A_T, A_Tdot)`` (``dT/dk = Tdot``); the variance partials factor as
   ``dT/dv1 = A_T * r(v1)``, ``dT/dv2 = A_T * r(v2)`` (same for ``Tdot``), so the VJP reduces
   the matrix ``A`` over rows and columns once and scales by ``r``;
 * ``var_scale``  -> ``r(v)``;
@@ -49,35 +49,32 @@ def coincidence_tol(dtype):
 # With sin_s = sqrt(v1 v2 - k^2) = sqrt(v1 v2) sin(theta), theta = atan2(sin_s, k):
 #   T    = kappa (sin_s - theta k) + half k                              eq. (fc.7)
 #   Tdot = half - kappa theta                                            eq. (fc.8)
+# aux = sin_s: with it the partials need no transcendental function.
 
 def _abrelu_consts(layer):
     return (layer.a - layer.b) ** 2 / _TWO_PI, (layer.a ** 2 + layer.b ** 2) / 2
 
 
 def abrelu_dual(k, v1, v2, layer):
-    """``(T, Tdot)`` of :class:`ABRelu`, broadcasting over ``k, v1, v2``."""
+    """``(T, Tdot, sin_s)`` of :class:`ABRelu`, broadcasting over ``k, v1, v2``."""
     xp = array_namespace(k)
     kappa, half = _abrelu_consts(layer)
     sin_s = xp.sqrt(xp.maximum(v1 * v2 - k * k, 0))
     theta = xp.arctan2(sin_s, k)
-    return kappa * (sin_s - theta * k) + half * k, half - kappa * theta
+    return kappa * (sin_s - theta * k) + half * k, half - kappa * theta, sin_s
 
 
-def abrelu_partials(k, v1, v2, layer, tol):
-    """``(Tdot, dTdot/dk, A_T, A_Tdot)`` of :class:`ABRelu`; eq. (fc.9)-(fc.11).
+def abrelu_partials(k, v1, v2, tdot, sin_s, layer, tol):
+    """``(dTdot/dk, A_T, A_Tdot)`` of :class:`ABRelu`; eq. (fc.9)-(fc.11).
 
     ``dTdot/dk = kappa / sin_s`` and ``A_Tdot = -kappa k / sin_s`` are singular at coincident
     points; they are set to 0 where ``sin_s**2 <= tol * v1 v2`` (the symmetric derivative).
     """
     xp = array_namespace(k)
-    kappa, half = _abrelu_consts(layer)
-    prod = v1 * v2
-    d2 = xp.maximum(prod - k * k, 0)
-    sin_s = xp.sqrt(d2)
-    theta = xp.arctan2(sin_s, k)
-    ok = d2 > tol * prod
+    kappa, _ = _abrelu_consts(layer)
+    ok = sin_s * sin_s > tol * (v1 * v2)
     inv = xp.where(ok, 1 / xp.where(ok, sin_s, 1), 0)
-    return half - kappa * theta, kappa * inv, kappa * sin_s, -kappa * k * inv
+    return kappa * inv, kappa * sin_s, -kappa * k * inv
 
 
 def _abrelu_var_scale(v, layer):
@@ -99,26 +96,25 @@ def _abrelu_diag_grad(v, layer):
 # phi(x) = a erf(b x) + c; D_i = 1 + 2 b^2 v_i, q = 2 b^2 k, R = D1 D2, W = sqrt(R - q^2):
 #   T    = a^2 (2/pi) atan2(q, W) + c^2                                  eq. (fc.12)
 #   Tdot = a^2 (4 b^2 / pi) / W                                          eq. (fc.13)
+# aux = W.
 
 def erf_dual(k, v1, v2, layer):
-    """``(T, Tdot)`` of :class:`Erf`, broadcasting over ``k, v1, v2``."""
+    """``(T, Tdot, W)`` of :class:`Erf`, broadcasting over ``k, v1, v2``."""
     xp = array_namespace(k)
     a2, b2 = layer.a ** 2, layer.b ** 2
     q = 2 * b2 * k
     w = xp.sqrt((1 + 2 * b2 * v1) * (1 + 2 * b2 * v2) - q * q)
-    return a2 * (2 / math.pi) * xp.arctan2(q, w) + layer.c ** 2, a2 * (4 * b2 / math.pi) / w
+    return (a2 * (2 / math.pi) * xp.arctan2(q, w) + layer.c ** 2,
+            a2 * (4 * b2 / math.pi) / w, w)
 
 
-def erf_partials(k, v1, v2, layer, tol):
-    """``(Tdot, dTdot/dk, A_T, A_Tdot)`` of :class:`Erf`; eq. (fc.14)-(fc.16). Never singular."""
-    xp = array_namespace(k)
+def erf_partials(k, v1, v2, tdot, w, layer, tol):
+    """``(dTdot/dk, A_T, A_Tdot)`` of :class:`Erf`; eq. (fc.14)-(fc.16). Never singular."""
     a2, b2 = layer.a ** 2, layer.b ** 2
     q = 2 * b2 * k
     r = (1 + 2 * b2 * v1) * (1 + 2 * b2 * v2)
-    w = xp.sqrt(r - q * q)
-    tdot = a2 * (4 * b2 / math.pi) / w
     w2 = w * w
-    return tdot, tdot * 2 * b2 * q / w2, -a2 * (2 / math.pi) * q / w, -tdot * r / w2
+    return tdot * 2 * b2 * q / w2, -a2 * (2 / math.pi) * q / w, -tdot * r / w2
 
 
 def _erf_var_scale(v, layer):
@@ -146,9 +142,9 @@ def _erf_diag_grad(v, layer):
 # family table: layer type -> (numba id, dual, partials, var_scale, diag, diag_grad, numba params)
 _FAMILIES = {
     ABRelu: (_activations_numba.ABRELU, abrelu_dual, abrelu_partials, _abrelu_var_scale,
-             _abrelu_diag, _abrelu_diag_grad, lambda l: (*_abrelu_consts(l), 0.0, 0.0)),
+             _abrelu_diag, _abrelu_diag_grad, lambda l: (*_abrelu_consts(l), 0.0)),
     Erf: (_activations_numba.ERF, erf_dual, erf_partials, _erf_var_scale, _erf_diag,
-          _erf_diag_grad, lambda l: (l.a ** 2, l.b ** 2, l.c ** 2, 0.0)),
+          _erf_diag_grad, lambda l: (l.a ** 2, l.b ** 2, l.c ** 2)),
 }
 
 
@@ -157,17 +153,22 @@ def _diag_indices(xp, n):
     return idx, idx
 
 
-def activation_fwd(layer, state, *, engine):
-    """Forward rule of an activation layer; ``saved = (nngp, cov1, cov2, ntk)`` (its inputs)."""
+def activation_fwd(layer, state, *, engine, save=True):
+    """Forward rule of an activation layer.
+
+    ``saved = (nngp, cov1, cov2, ntk, tdot, aux)``: the layer's inputs, ``Tdot`` and the
+    family's auxiliary (``sin_s`` or ``W``), so the VJP evaluates no transcendental function.
+    ``save=False`` (plain kernel evaluation) keeps nothing.
+    """
     fam_id, dual, _, _, diag, _, params = _FAMILIES[type(layer)]
     xp = array_namespace(state.nngp)
     k, cov1, cov2, ntk = state.nngp, state.cov1, state.cov2, state.ntk
     v2 = cov1 if state.is_self else cov2
     if engine == "numba":
-        new_k, new_ntk = _activations_numba.activation_fwd(
-            fam_id, np.asarray(params(layer), dtype=k.dtype), k, cov1, v2, ntk)
+        new_k, new_ntk, tdot, aux = _activations_numba.activation_fwd(
+            fam_id, params(layer), k, cov1, v2, ntk, save)
     else:
-        new_k, tdot = dual(k, cov1[:, None], v2[None, :], layer)
+        new_k, tdot, aux = dual(k, cov1[:, None], v2[None, :], layer)
         new_ntk = None if ntk is None else ntk * tdot + new_k
     new_cov1 = diag(cov1, layer)[0]
     new_cov2 = None if state.is_self else diag(cov2, layer)[0]
@@ -177,26 +178,25 @@ def activation_fwd(layer, state, *, engine):
         if ntk is not None:
             new_ntk[ii] = ntk[ii] * diag(cov1, layer)[1] + new_cov1
     new = KernelState(new_cov1, new_k, new_cov2, new_ntk, state.is_self)
-    return new, (k, cov1, cov2, ntk)
+    return new, ((k, cov1, cov2, ntk, tdot, aux) if save else None)
 
 
 def activation_vjp(layer, saved, cot, *, engine):
     """Adjoint of :func:`activation_fwd` (eq. (fc.19)-(fc.22) of ``docs/math/fc.md``)."""
-    k, cov1, cov2, ntk = saved
-    fam_id, _, partials, var_scale, _, diag_grad, params = _FAMILIES[type(layer)]
+    k, cov1, cov2, ntk, tdot, aux = saved
+    fam_id, _, partials, var_scale, diag, diag_grad, params = _FAMILIES[type(layer)]
     xp = array_namespace(k)
     v2 = cov1 if cot.is_self else cov2
     g = cot.nngp if cot.nngp is not None else xp.zeros_like(k)
-    h = cot.ntk if ntk is not None else None
-    if h is None and ntk is not None:
-        h = xp.zeros_like(k)
+    h = None
+    if ntk is not None:
+        h = cot.ntk if cot.ntk is not None else xp.zeros_like(k)
     tol = coincidence_tol(k.dtype)
     if engine == "numba":
         c_k, c_ntk, row, col = _activations_numba.activation_vjp(
-            fam_id, np.asarray(params(layer), dtype=k.dtype), k, cov1, v2, ntk, g, h,
-            cot.is_self, tol)
+            fam_id, params(layer), k, cov1, v2, ntk, tdot, aux, g, h, cot.is_self, tol)
     else:
-        tdot, dtdot, a_t, a_tdot = partials(k, cov1[:, None], v2[None, :], layer, tol)
+        dtdot, a_t, a_tdot = partials(k, cov1[:, None], v2[None, :], tdot, aux, layer, tol)
         if h is None:
             c_k, c_ntk, amat = g * tdot, None, g * a_t
         else:
@@ -214,7 +214,7 @@ def activation_vjp(layer, saved, cot, *, engine):
     dT1, dTdot1 = diag_grad(cov1, layer)
     if cot.cov1 is not None:
         c_cov1 = c_cov1 + cot.cov1 * dT1
-    if cot.is_self:
+    if cot.is_self:  # eq. (fc.22): diagonal entries depend on cov1 alone
         c_cov1 = c_cov1 + c_cov2
         c_cov2 = None
         ii = _diag_indices(xp, k.shape[0])
@@ -222,7 +222,7 @@ def activation_vjp(layer, saved, cot, *, engine):
         c_cov1 = c_cov1 + g_d * dT1
         if h is not None:
             c_cov1 = c_cov1 + h[ii] * ntk[ii] * dTdot1
-            c_ntk[ii] = h[ii] * _FAMILIES[type(layer)][4](cov1, layer)[1]
+            c_ntk[ii] = h[ii] * diag(cov1, layer)[1]
     elif cot.cov2 is not None:
         c_cov2 = c_cov2 + cot.cov2 * diag_grad(cov2, layer)[0]
     return KernelState(c_cov1, c_k, c_cov2, c_ntk, cot.is_self)

@@ -4,7 +4,7 @@ from .state import KernelState
 __all__ = ["dense_fwd", "dense_vjp"]
 
 
-def dense_fwd(layer, state, *, engine):
+def dense_fwd(layer, state, *, engine, save=True):
     """``nngp' = W² nngp + b²`` (same for cov1, cov2) and ``ntk' = W² ntk + nngp'``.
 
     Returns ``(new_state, saved)`` with ``saved = ()``: the rule is linear.
@@ -12,10 +12,17 @@ def dense_fwd(layer, state, *, engine):
     w2, b2 = layer.W_std ** 2, layer.b_std ** 2
 
     def affine(a):
-        return None if a is None else w2 * a + b2
+        if a is None:
+            return None
+        out = a * w2  # in place from here on: these matrices are the large ones
+        out += b2
+        return out
 
     nngp = affine(state.nngp)
-    ntk = None if state.ntk is None else w2 * state.ntk + nngp
+    ntk = None
+    if state.ntk is not None:
+        ntk = state.ntk * w2
+        ntk += nngp
     new = KernelState(affine(state.cov1), nngp, affine(state.cov2), ntk, state.is_self)
     return new, ()
 

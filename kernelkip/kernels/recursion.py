@@ -46,14 +46,14 @@ def _normalize_get(get):
     return names, single
 
 
-def _forward(x1, x2, arch, names, engine, check_finite):
+def _forward(x1, x2, arch, names, engine, check_finite, save):
     arch = _check_arch(arch)
     x1, x2 = _validation.check_pair(x1, x2, finite=check_finite)
     engine = resolve_engine(engine, x1, x2)
     state, saved_in = input_fwd(x1, x2, track_ntk="ntk" in names)
     saves = []
     for layer in arch:
-        state, saved = RULES[type(layer)][0](layer, state, engine=engine)
+        state, saved = RULES[type(layer)][0](layer, state, engine=engine, save=save)
         saves.append(saved)
     return state, (x1, x2, saved_in, saves, engine)
 
@@ -110,7 +110,7 @@ def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True
     ((4, 4), True)
     """
     names, single = _normalize_get(get)
-    state, _ = _forward(x1, x2, arch, names, engine, check_finite)
+    state, _ = _forward(x1, x2, arch, names, engine, check_finite, save=False)
     return _values(state, names, single)
 
 
@@ -173,7 +173,8 @@ def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_fi
     ((4, 3), (2, 3))
     """
     names, single = _normalize_get(get)
-    state, (x1, x2, saved_in, saves, engine) = _forward(x1, x2, arch, names, engine, check_finite)
+    state, (x1, x2, saved_in, saves, engine) = _forward(x1, x2, arch, names, engine,
+                                                        check_finite, save=True)
     values = _values(state, names, single)
     shape1 = x1.shape
     shape2 = None if x2 is None else x2.shape
