@@ -69,7 +69,7 @@ def _kernels():
                 t, tdot, aux = point(fam, p, k[i, j], v1[i], v2[j])
                 out_k[i, j] = t
                 if track:
-                    out_ntk[i, j] = ntk[i, j] * tdot + t
+                    out_ntk[i, j] = ntk[i, j] * tdot
                 if save:
                     out_tdot[i, j] = tdot
                     out_aux[i, j] = aux
@@ -91,15 +91,14 @@ def _kernels():
                     tdot = tdots[i, j]
                     dtdot, a_t, a_tdot = partials(fam, p, k[i, j], v1[i], v2[j], tdot,
                                                   auxs[i, j], tol)
+                    gg = g[i, j]
                     if track:
                         hh = h[i, j]
-                        gg = g[i, j] + hh
                         hn = hh * ntk[i, j]
                         out_ntk[i, j] = hh * tdot
                         out_k[i, j] = gg * tdot + hn * dtdot
                         a = gg * a_t + hn * a_tdot
                     else:
-                        gg = g[i, j]
                         out_k[i, j] = gg * tdot
                         a = gg * a_t
                     acc += a
@@ -119,10 +118,10 @@ def _params(params, dtype):
 
 
 def activation_fwd(fam, params, k, v1, v2, ntk, save):
-    """Fused ``T`` and ``ntk * Tdot + T``; returns ``(new_k, new_ntk, tdot, aux)``.
+    """Fused ``T`` and ``ntk * Tdot``; returns ``(new_k, new_ntk, tdot, aux)``.
 
     .. math:: K'_{ij} = T(K_{ij}, v_{1,i}, v_{2,j}),\\quad
-              \\Theta'_{ij} = \\Theta_{ij} \\dot T(K_{ij}, v_{1,i}, v_{2,j}) + K'_{ij}
+              \\Theta'_{ij} = \\Theta_{ij} \\dot T(K_{ij}, v_{1,i}, v_{2,j})
 
     ``tdot`` and ``aux`` are ``None`` unless ``save``.
     """
@@ -141,9 +140,8 @@ def activation_fwd(fam, params, k, v1, v2, ntk, save):
 def activation_vjp(fam, params, k, v1, v2, ntk, tdot, aux, g, h, is_self, tol):
     """Fused adjoint: ``(c_k, c_ntk, row_sums(A), col_sums(A))`` of eq. (fc.19)-(fc.22).
 
-    .. math:: \\bar K = (\\bar K' + \\bar\\Theta') \\dot T + \\bar\\Theta' \\Theta\\,
-              \\partial_k \\dot T,\\quad A = (\\bar K' + \\bar\\Theta') A_T
-              + \\bar\\Theta' \\Theta A_{\\dot T}
+    .. math:: \\bar K = \\bar K' \\dot T + \\bar\\Theta' \\Theta\\,
+              \\partial_k \\dot T,\\quad A = \\bar K' A_T + \\bar\\Theta' \\Theta A_{\\dot T}
 
     Coincident entries of a self-kernel (``i == j``) are left at zero for the caller. Row and
     column sums accumulate in float64.

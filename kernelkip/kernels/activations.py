@@ -3,8 +3,10 @@
 For an activation ``phi`` and centred Gaussian pre-activations ``(u, v)`` with variances
 ``v1, v2`` and covariance ``k`` (the NNGP entry), a layer maps
 
-    nngp' = T(k, v1, v2) = E[phi(u) phi(v)],     ntk' = ntk * Tdot(k, v1, v2) + nngp',
+    nngp' = T(k, v1, v2) = E[phi(u) phi(v)],     ntk' = ntk * Tdot(k, v1, v2),
     Tdot  = E[phi'(u) phi'(v)]  (= dT/dk, Price's theorem).
+
+(The next Dense layer adds ``nngp'`` to the NTK, as in neural-tangents' ``stax``.)
 
 Every family supplies, in scalar-broadcast form (``docs/math/fc.md`` derives each line):
 
@@ -169,14 +171,14 @@ def activation_fwd(layer, state, *, engine, save=True):
             fam_id, params(layer), k, cov1, v2, ntk, save)
     else:
         new_k, tdot, aux = dual(k, cov1[:, None], v2[None, :], layer)
-        new_ntk = None if ntk is None else ntk * tdot + new_k
+        new_ntk = None if ntk is None else ntk * tdot
     new_cov1 = diag(cov1, layer)[0]
     new_cov2 = None if state.is_self else diag(cov2, layer)[0]
     if state.is_self:  # coincident points: c = 1 formulas, eq. (fc.18)
         ii = _diag_indices(xp, k.shape[0])
         new_k[ii] = new_cov1
         if ntk is not None:
-            new_ntk[ii] = ntk[ii] * diag(cov1, layer)[1] + new_cov1
+            new_ntk[ii] = ntk[ii] * diag(cov1, layer)[1]
     new = KernelState(new_cov1, new_k, new_cov2, new_ntk, state.is_self)
     return new, ((k, cov1, cov2, ntk, tdot, aux) if save else None)
 
@@ -200,8 +202,8 @@ def activation_vjp(layer, saved, cot, *, engine):
         if h is None:
             c_k, c_ntk, amat = g * tdot, None, g * a_t
         else:
-            gg, hn = g + h, h * ntk
-            c_k, c_ntk, amat = gg * tdot + hn * dtdot, h * tdot, gg * a_t + hn * a_tdot
+            hn = h * ntk
+            c_k, c_ntk, amat = g * tdot + hn * dtdot, h * tdot, g * a_t + hn * a_tdot
         if cot.is_self:  # the diagonal is handled below by the c = 1 formulas
             ii = _diag_indices(xp, k.shape[0])
             c_k[ii] = 0
@@ -218,8 +220,7 @@ def activation_vjp(layer, saved, cot, *, engine):
         c_cov1 = c_cov1 + c_cov2
         c_cov2 = None
         ii = _diag_indices(xp, k.shape[0])
-        g_d = g[ii] if h is None else g[ii] + h[ii]
-        c_cov1 = c_cov1 + g_d * dT1
+        c_cov1 = c_cov1 + g[ii] * dT1
         if h is not None:
             c_cov1 = c_cov1 + h[ii] * ntk[ii] * dTdot1
             c_ntk[ii] = h[ii] * diag(cov1, layer)[1]
