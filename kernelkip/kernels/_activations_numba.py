@@ -30,7 +30,8 @@ def _kernels():
         return _compiled
     numba = get_numba()
     njit, prange = numba.njit, numba.prange
-    opts = dict(cache=True, nogil=True, fastmath=False)
+    # error_model="numpy": IEEE division (no ZeroDivisionError branch), so loops can vectorize
+    opts = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
     @njit(inline="always", **opts)
     def point(fam, p, k, v1, v2):
