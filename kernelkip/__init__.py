@@ -17,3 +17,8 @@ from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  #
 # kernel ridge regression and objectives
 from . import krr, losses, objectives  # noqa: F401,E402
 from .objectives import kip_loss, label_solve  # noqa: F401,E402
+
+# the outer loop and evaluation
+from . import optim  # noqa: F401,E402
+from .distill import DistillResult, TargetSampler, distill  # noqa: F401,E402
+from .evaluate import krr_accuracy, krr_predict  # noqa: F401,E402

@@ -1,0 +1,268 @@
+"""Command line: ``kernelkip distill``, ``kernelkip evaluate``, ``kernelkip label-solve``.
+
+Argument parsing and wiring only; every computation is a library call. A run directory holds
+``config.json``, ``checkpoint.npz``, ``log.jsonl``, ``distilled.npz``, ``support.png`` and
+``summary.json``. Running the same ``distill`` command again resumes from the checkpoint.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, io, optim
+from .arch import ACTIVATIONS, FC
+from .data import (DATASET_NAMES, class_balanced_sample, layer_norm, load_dataset,
+                   one_hot_centered, standardize, zca)
+from .distill import TargetSampler, distill
+from .evaluate import krr_accuracy
+from .objectives import kip, label_solve
+
+KERNELS = ("fc-ntk", "fc-nngp")
+PREPROCESS = ("standardize", "zca", "layernorm", "none")
+# options that may change between a run and its resumption
+_RESUMABLE = ("steps", "eval_every", "checkpoint_every", "progress", "overwrite", "command",
+              "engine", "out", "data_dir", "eval_block")
+
+
+def _parse_kernel(spec):
+    family, _, name = spec.partition("-")
+    return family, name
+
+
+def _arch(cfg):
+    family, _ = _parse_kernel(cfg["kernel"])
+    if family == "fc":
+        return FC(cfg["depth"], cfg["W_std"], cfg["b_std"], cfg["activation"])
+    raise ValueError(f"unknown kernel {cfg['kernel']!r}; expected one of {KERNELS}")
+
+
+def _prepare(cfg):
+    """Dataset, preprocessed in float, with centred one-hot targets."""
+    ds = load_dataset(cfg["dataset"], cfg.get("data_dir"))
+    x_train, x_test = ds.x_train, ds.x_test
+    if cfg["preprocess"] == "standardize":
+        x_train, x_test, _ = standardize(x_train, x_test)
+    elif cfg["preprocess"] == "layernorm":
+        x_train, x_test = layer_norm(x_train), layer_norm(x_test)
+    elif cfg["preprocess"] == "zca":
+        x_train, x_test = zca(layer_norm(x_train), layer_norm(x_test),
+                              strength=cfg["zca_strength"])
+    dtype = np.dtype(cfg["dtype"])
+    x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
+    y_train = one_hot_centered(ds.y_train, ds.num_classes, dtype=dtype)
+    return ds, x_train, y_train, x_test
+
+
+def _config(args):
+    cfg = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    cfg["version"] = __version__
+    return cfg
+
+
+def _check_resume(out, cfg, overwrite):
+    path = out / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    diff = {k: (old.get(k), v) for k, v in cfg.items()
+            if k not in _RESUMABLE + ("version",) and old.get(k) != v}
+    if diff and not overwrite:
+        raise SystemExit(f"error: {out} holds a run with other settings {diff}; use another "
+                         f"--out, or --overwrite to start afresh")
+    if diff:
+        for name in ("checkpoint.npz", "log.jsonl", "distilled.npz", "summary.json"):
+            (out / name).unlink(missing_ok=True)
+
+
+def _initial_support(cfg, ds, x_train, y_train):
+    rng = np.random.default_rng(cfg["seed"])
+    idx = class_balanced_sample(ds.y_train, cfg["ipc"], rng, ds.num_classes)
+    return x_train[idx].copy(), y_train[idx].copy(), ds.y_train[idx].copy()
+
+
+def _save_outputs(out, cfg, ds, params, labels, summary):
+    io.save_checkpoint(out / "distilled.npz", {"x_support": params["x_support"],
+                                               "y_support": params["y_support"],
+                                               "labels": labels}, {"config": cfg})
+    io.save_image_grid(out / "support.png", params["x_support"], labels=labels)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def cmd_distill(args):
+    cfg = _config(args)
+    arch = _arch(cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, cfg, args.overwrite)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    ds, x_train, y_train, x_test = _prepare(cfg)
+    x_s, y_s, labels = _initial_support(cfg, ds, x_train, y_train)
+    _, kern = _parse_kernel(cfg["kernel"])
+    objective = kip(arch, kernel=kern, reg=cfg["reg"], engine=cfg["engine"])
+    lr = {"x_support": cfg["lr"],
+          "y_support": cfg["label_lr"] if cfg["label_lr"] is not None else cfg["lr"]}
+    learn = ("x_support", "y_support") if cfg["learn_labels"] else ("x_support",)
+
+    def evaluate(params):
+        acc = krr_accuracy(params["x_support"], params["y_support"], x_test, ds.y_test, arch,
+                           kernel=kern, reg=cfg["reg"], block_size=cfg["eval_block"],
+                           engine=cfg["engine"])
+        return {"test_acc": acc}
+
+    t0 = time.perf_counter()
+    res = distill(objective, {"x_support": x_s, "y_support": y_s},
+                  TargetSampler(x_train, y_train, ds.y_train, cfg["target_batch"]),
+                  steps=cfg["steps"], optimizer=optim.adam({k: lr[k] for k in learn}),
+                  learn=learn, rng=np.random.default_rng([cfg["seed"], 1]), evaluate=evaluate,
+                  eval_every=cfg["eval_every"], checkpoint=out / "checkpoint.npz",
+                  checkpoint_every=cfg["checkpoint_every"], log=out / "log.jsonl",
+                  progress=cfg["progress"])
+    evals = [r for r in res.history if "test_acc" in r]
+    summary = {"dataset": cfg["dataset"], "kernel": cfg["kernel"], "ipc": cfg["ipc"],
+               "steps": res.nit, "initial_test_acc": evals[0]["test_acc"] if evals else None,
+               "final_test_acc": evals[-1]["test_acc"] if evals else None,
+               "optimisation_seconds": res.elapsed,
+               "wall_seconds_this_call": time.perf_counter() - t0,
+               "resumed_from": res.resumed_from}
+    _save_outputs(out, cfg, ds, res.params, labels, summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args):
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise SystemExit(f"error: {run} is not a run directory (no config.json)")
+    cfg = json.loads((run / "config.json").read_text())
+    if args.data_dir is not None:
+        cfg["data_dir"] = args.data_dir
+    source = run / "distilled.npz"
+    if source.exists():
+        arrays, _ = io.load_checkpoint(source)
+        x_s, y_s = arrays["x_support"], arrays["y_support"]
+    elif (run / "checkpoint.npz").exists():
+        arrays, _ = io.load_checkpoint(run / "checkpoint.npz")
+        x_s, y_s = arrays["param/x_support"], arrays["param/y_support"]
+        source = run / "checkpoint.npz"
+    else:
+        raise SystemExit(f"error: {run} holds neither distilled.npz nor checkpoint.npz")
+    kernel_spec = args.kernel or cfg["kernel"]
+    cfg_eval = dict(cfg, kernel=kernel_spec)
+    arch = _arch(cfg_eval)
+    ds, _, _, x_test = _prepare(cfg)
+    reg = cfg["reg"] if args.reg is None else args.reg
+    t0 = time.perf_counter()
+    acc = krr_accuracy(x_s.astype(x_test.dtype), y_s, x_test, ds.y_test, arch,
+                       kernel=_parse_kernel(kernel_spec)[1], reg=reg, block_size=args.block_size,
+                       engine=cfg.get("engine", "auto"), progress=args.progress)
+    result = {"run": str(run), "source": source.name, "kernel": kernel_spec, "reg": reg,
+              "n_test": int(len(ds.y_test)), "test_acc": acc,
+              "seconds": time.perf_counter() - t0}
+    (run / f"eval-{kernel_spec}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_label_solve(args):
+    cfg = _config(args)
+    arch = _arch(cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    ds, x_train, y_train, x_test = _prepare(cfg)
+    x_s, y_s0, labels = _initial_support(cfg, ds, x_train, y_train)
+    x_t, y_t = TargetSampler(x_train, y_train, ds.y_train, cfg["target_batch"])(
+        np.random.default_rng([cfg["seed"], 2]))
+    _, kern = _parse_kernel(cfg["kernel"])
+    y_s = label_solve(x_s, x_t, y_t, arch, kernel=kern, reg=cfg["reg"], engine=cfg["engine"])
+    accs = {}
+    for name, y in (("real_labels", y_s0), ("label_solve", y_s)):
+        accs[name] = krr_accuracy(x_s, y, x_test, ds.y_test, arch, kernel=kern, reg=cfg["reg"],
+                                  block_size=cfg["eval_block"], engine=cfg["engine"])
+    summary = {"dataset": cfg["dataset"], "kernel": cfg["kernel"], "ipc": cfg["ipc"],
+               "test_acc_real_labels": accs["real_labels"],
+               "test_acc_label_solve": accs["label_solve"]}
+    _save_outputs(out, cfg, ds, {"x_support": x_s, "y_support": y_s.astype(x_s.dtype)},
+                  labels, summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_problem_args(p):
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES,
+                   help="dataset name (default: the embedded digits)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory holding the dataset files (default: search known places)")
+    p.add_argument("--ipc", type=int, default=10, help="support images per class")
+    p.add_argument("--kernel", default="fc-ntk", choices=KERNELS)
+    p.add_argument("--depth", type=int, default=1, help="hidden layers of the FC net")
+    p.add_argument("--W-std", dest="W_std", type=float, default=2 ** 0.5)
+    p.add_argument("--b-std", dest="b_std", type=float, default=0.1)
+    p.add_argument("--activation", default="relu",
+                   help=f"one of {sorted(ACTIVATIONS)} ('leaky_relu:ALPHA')")
+    p.add_argument("--reg", type=float, default=1e-6, help="ridge, relative to trace(K_ss)/n")
+    p.add_argument("--target-batch", type=int, default=5000,
+                   help="class-balanced target batch size, resampled each step")
+    p.add_argument("--preprocess", default="standardize", choices=PREPROCESS)
+    p.add_argument("--zca-strength", type=float, default=0.1)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--engine", default="auto", choices=("auto", "numpy", "numba", "cupy"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-block", type=int, default=2000, help="test rows per kernel block")
+    p.add_argument("--out", required=True, help="run directory")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kernelkip", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kernelkip {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("distill", help="distill a dataset with KIP")
+    _add_problem_args(p)
+    p.add_argument("--method", default="kip", choices=("kip",))
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.04, help="Adam step size for the images")
+    p.add_argument("--label-lr", type=float, default=None,
+                   help="Adam step size for the labels (default: --lr)")
+    p.add_argument("--learn-labels", dest="learn_labels", action="store_true", default=True)
+    p.add_argument("--no-learn-labels", dest="learn_labels", action="store_false")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh if --out holds a run with other settings")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="KRR test accuracy of a distilled set")
+    p.add_argument("run", help="run directory written by 'kernelkip distill'")
+    p.add_argument("--kernel", default=None, choices=KERNELS, help="default: the run's kernel")
+    p.add_argument("--reg", type=float, default=None, help="default: the run's reg")
+    p.add_argument("--block-size", type=int, default=2000)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("label-solve", help="Label Solve baseline on real support images")
+    _add_problem_args(p)
+    p.set_defaults(func=cmd_label_solve)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
