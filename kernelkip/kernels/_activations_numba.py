@@ -159,7 +159,7 @@ def _params(params, dtype):
 
 
 def atan2(y, x):
-    """Elementwise ``arctan2(y, x)`` of 1-D arrays by the loops' vectorizable polynomial (tests).
+    r"""Elementwise ``arctan2(y, x)`` of 1-D arrays by the loops' vectorizable polynomial (tests).
 
     .. math:: \operatorname{atan}(u) = u + u z P(z),\quad z = u^2,\ |u| \le \tan(\pi/8)
     """

@@ -1,0 +1,71 @@
+"""The kernelkip command, run the way a user runs it."""
+import json
+
+import numpy as np
+import pytest
+
+from kernelkip import cli, io
+
+
+def _distill(tmp_path, *extra):
+    out = tmp_path / "run"
+    argv = ["distill", "--dataset", "digits", "--ipc", "2", "--steps", "6", "--lr", "0.01",
+            "--target-batch", "200", "--eval-every", "3", "--no-progress", "--out", str(out),
+            *extra]
+    return cli.main(argv), out
+
+
+def test_distill_writes_a_complete_run_directory(tmp_path, capsys):
+    code, out = _distill(tmp_path)
+    assert code == 0
+    for name in ("config.json", "checkpoint.npz", "log.jsonl", "distilled.npz", "support.png",
+                 "summary.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and 0 <= summary["final_test_acc"] <= 1
+    arrays, _ = io.load_checkpoint(out / "distilled.npz")
+    assert arrays["x_support"].shape == (20, 8, 8, 1)
+    assert io.read_png(out / "support.png").shape[0] > 0
+
+
+def test_evaluate_reproduces_the_final_accuracy(tmp_path, capsys):
+    _, out = _distill(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["test_acc"] == pytest.approx(summary["final_test_acc"])
+
+
+def test_rerun_resumes_and_other_settings_are_refused(tmp_path, capsys):
+    _distill(tmp_path)
+    code, out = _distill(tmp_path, "--steps", "8")
+    assert code == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 6
+    with pytest.raises(SystemExit, match="other settings"):
+        _distill(tmp_path, "--reg", "0.1")
+
+
+def test_label_solve_baseline(tmp_path, capsys):
+    out = tmp_path / "ls"
+    assert cli.main(["label-solve", "--dataset", "digits", "--ipc", "2", "--target-batch",
+                     "300", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_acc_label_solve"] > 0.1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ipc", "500"], "ipc 500 is larger than class"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent-dir"], "nonexistent-dir"),
+    (["--activation", "swish"], "unknown activation"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, argv, message):
+    code, _ = _distill(tmp_path, *argv)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_kernel_is_rejected_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _distill(tmp_path, "--kernel", "rbf")
+    assert "invalid choice" in capsys.readouterr().err
