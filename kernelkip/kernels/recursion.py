@@ -3,6 +3,12 @@ walk that pulls cotangents back to the inputs.
 
 ``RULES`` maps a layer type to its ``(fwd, vjp)`` pair. Adding a layer means one value class in
 ``kernelkip.arch``, one pair of functions, and one line here.
+
+The rules' contract: ``fwd(layer, state, *, engine, save) -> (new_state, saved)`` and
+``vjp(layer, saved, cot, *, engine) -> cot``. ``saved`` may hold the rule's *input* arrays but
+never its output arrays; hence every rule owns the arrays of the state (or cotangent) it
+receives and may overwrite those it does not save. The driver hands each rule fresh arrays:
+the user's cotangents are copied first.
 """
 import numpy as np
 
@@ -188,7 +194,7 @@ def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_fi
         for name, c in zip(names, cots):
             if c is None:
                 continue
-            c = array_namespace(c).asarray(c, dtype=state.nngp.dtype)
+            c = array_namespace(c).array(c, dtype=state.nngp.dtype)  # a copy: rules own it
             if c.shape != state.nngp.shape:
                 raise ValueError(f"cotangent for {name!r} has shape {c.shape}; "
                                  f"expected {state.nngp.shape}")
