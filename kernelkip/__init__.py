@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 from . import _threads  # noqa: F401,E402 -- must run before NumPy is first imported
 
 # architecture
-from .arch import ABRelu, Dense, Erf, FC, LeakyRelu, Relu, Serial, serial  # noqa: F401
+from .arch import ABRelu, Dense, Erf, FC, Gelu, LeakyRelu, Relu, Serial, serial  # noqa: F401
 
 # kernels and their pullbacks
 from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  # noqa: F401

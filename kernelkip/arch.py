@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["Dense", "ABRelu", "Relu", "LeakyRelu", "Erf", "Serial", "serial", "FC",
+__all__ = ["Dense", "ABRelu", "Relu", "LeakyRelu", "Erf", "Gelu", "Serial", "serial", "FC",
            "from_dict", "ACTIVATIONS"]
 
 PARAMETERIZATIONS = ("ntk",)
@@ -80,7 +80,12 @@ class Erf:
             object.__setattr__(self, f.name, _check_number(f.name, getattr(self, f.name)))
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ABRelu, Erf)}
+@dataclass(frozen=True)
+class Gelu:
+    """``x * Phi(x)`` with the exact normal CDF (neural-tangents' ``stax.Gelu`` kernel)."""
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ABRelu, Erf, Gelu)}
 
 
 @dataclass(frozen=True)
@@ -138,11 +143,11 @@ def from_dict(d):
     return Serial(tuple(layers))
 
 
-ACTIVATIONS = {"relu": Relu, "leaky_relu": LeakyRelu, "erf": Erf}
+ACTIVATIONS = {"relu": Relu, "leaky_relu": LeakyRelu, "erf": Erf, "gelu": Gelu}
 
 
 def _activation(activation):
-    if isinstance(activation, (ABRelu, Erf)):
+    if isinstance(activation, (ABRelu, Erf, Gelu)):
         return activation
     if isinstance(activation, str):
         name, _, arg = activation.partition(":")
@@ -166,7 +171,8 @@ def FC(depth=1, W_std=2**0.5, b_std=0.1, activation="relu", parameterization="nt
     W_std, b_std : float
         Weight and bias standard deviations of every Dense layer.
     activation : str or layer
-        ``"relu"``, ``"erf"``, ``"leaky_relu"`` or ``"leaky_relu:ALPHA"``, or a layer value.
+        ``"relu"``, ``"erf"``, ``"gelu"``, ``"leaky_relu"`` or ``"leaky_relu:ALPHA"``, or a
+        layer value.
     parameterization : {"ntk"}
 
     Returns

@@ -9,11 +9,12 @@ with standard normal weights, converges as its width n grows to the NNGP (output
 over the random weights) and to the NTK (inner product of parameter gradients).
 """
 import numpy as np
-from scipy.special import erf
+from scipy.special import erf, ndtr
 
 ACTIVATIONS = {
     "relu": (lambda h: np.maximum(h, 0), lambda h: (h > 0).astype(h.dtype)),
     "erf": (erf, lambda h: 2 / np.sqrt(np.pi) * np.exp(-h * h)),
+    "gelu": (lambda h: h * ndtr(h), lambda h: ndtr(h) + h * np.exp(-h * h / 2) / np.sqrt(2 * np.pi)),
 }
 
 

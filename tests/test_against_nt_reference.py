@@ -21,7 +21,8 @@ def _arch(case):
     name, args = case["activation"], case.get("activation_args") or []
     if case["depth"] == 0:  # a single Dense layer: the activation plays no part
         return kk.FC(0, case["W_std"], case["b_std"])
-    layers = {"relu": kk.Relu, "leaky_relu": kk.LeakyRelu, "abrelu": kk.ABRelu, "erf": kk.Erf}
+    layers = {"relu": kk.Relu, "leaky_relu": kk.LeakyRelu, "abrelu": kk.ABRelu, "erf": kk.Erf,
+              "gelu": kk.Gelu}
     if name not in layers:
         pytest.skip(f"activation {name!r} has no kernelkip rule yet")
     return kk.FC(case["depth"], case["W_std"], case["b_std"], layers[name](*args))

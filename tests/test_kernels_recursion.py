@@ -10,7 +10,7 @@ from . import reference
 
 ENGINES = ["numpy"] + (["numba"] if numba_available() else [])
 ACTS = {"relu": kk.Relu(), "erf": kk.Erf(), "leaky": kk.LeakyRelu(0.2),
-        "abrelu": kk.ABRelu(-0.5, 1.5), "erf_abc": kk.Erf(0.8, 1.3, 0.1)}
+        "abrelu": kk.ABRelu(-0.5, 1.5), "erf_abc": kk.Erf(0.8, 1.3, 0.1), "gelu": kk.Gelu()}
 
 
 @st.composite
@@ -113,7 +113,7 @@ def test_numba_equals_numpy(arch, n1, n2, d, self_kernel, seed):
 def test_float32_engines_agree_and_keep_the_dtype():
     rng = np.random.default_rng(5)
     x1, x2 = rng.normal(size=(20, 30)).astype(np.float32), rng.normal(size=(7, 30)).astype(np.float32)
-    for act in ("relu", "erf"):
+    for act in ("relu", "erf", "gelu"):
         a = kk.kernel(x1, x2, kk.FC(3, activation=act), engine="numpy")
         b = kk.kernel(x1, x2, kk.FC(3, activation=act), engine="numba")
         ref = kk.kernel(x1.astype(np.float64), x2.astype(np.float64), kk.FC(3, activation=act))
@@ -176,7 +176,7 @@ def test_one_hidden_relu_layer_on_orthogonal_inputs_by_hand():
     np.testing.assert_allclose(ntk, [[1.0, 1 / (2 * np.pi)], [1 / (2 * np.pi), 1.0]], rtol=1e-14)
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
 def test_nngp_equals_monte_carlo_over_hidden_units(activation):
     """Depth 1: the hidden units are i.i.d., so their mean product is unbiased for the NNGP;
     the analytic value lies within 5 standard errors."""
@@ -189,7 +189,7 @@ def test_nngp_equals_monte_carlo_over_hidden_units(activation):
     assert np.all(np.abs(mean - exact) <= 5 * se), (mean - exact) / se
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
 def test_empirical_ntk_of_wide_networks_converges(activation):
     """The empirical NTK of a finite network concentrates on the analytic one as width grows.
     Fluctuations scale as 1/sqrt(width): from width 32 to 2048 the mean error over 8 networks

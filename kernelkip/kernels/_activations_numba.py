@@ -10,6 +10,7 @@ Family ids and their parameter vectors ``p``:
 
 * ``ABRELU``: ``p = (kappa, half, 0, 1, 2/pi, ...)``, ``kappa = (a-b)^2/(2 pi)``, ``half = (a^2+b^2)/2``
 * ``ERF``:    ``p = (a^2, b^2, c^2, 1, 2/pi, ...)``, then the arctangent constants
+* ``GELU``:   ``p = (0, 0, 0, 1, 2/pi, ...)``; ``p[20] = 2 pi``, ``p[21] = 1/4``
 """
 import math
 
@@ -17,9 +18,9 @@ import numpy as np
 
 from .._deps import get_numba
 
-__all__ = ["ABRELU", "ERF", "atan2", "activation_fwd", "activation_vjp"]
+__all__ = ["ABRELU", "ERF", "GELU", "atan2", "activation_fwd", "activation_vjp"]
 
-ABRELU, ERF = 0, 1
+ABRELU, ERF, GELU = 0, 1, 2
 
 # atan(u) = u + u z P(z), z = u^2, |u| <= tan(pi/8): P of degree 10, a least-squares fit on 400
 # Chebyshev nodes to the exactly summed Taylor series of (atan(u)/u - 1)/z. Max error 1 ulp in
@@ -74,24 +75,55 @@ def _kernels():
             sin_s = math.sqrt(d2)
             theta = atan2(sin_s, k, p)
             return p[0] * (sin_s - theta * k) + p[1] * k, p[1] - p[0] * theta, sin_s
+        if fam == GELU:  # eq. (fc.23)-(fc.24)
+            one = p[3]
+            prod = (v1 + one) * (v2 + one)
+            d = prod - k * k
+            root = math.sqrt(d)
+            theta = atan2(k, root, p)
+            s12 = v1 * v2
+            return (k * p[21] + k * theta / p[20] + (k * k + s12 * d) / (p[20] * prod * root),
+                    p[21] + theta / p[20] + k * (one + one / d + (one - s12) / prod)
+                    / (p[20] * root), root)
         two_b2 = p[1] + p[1]
         q = two_b2 * k
         w = math.sqrt((p[3] + two_b2 * v1) * (p[3] + two_b2 * v2) - q * q)
         return p[0] * p[4] * atan2(q, w, p) + p[2], p[0] * p[1] * (p[4] + p[4]) / w, w
 
     @njit(inline="always", **opts)
+    def gelu_side(p, a_self, a_other, d, root, k):
+        # eq. (fc.25): dT/dv and dTdot/dv for the side whose a = v + 1 is a_self
+        two = p[3] + p[3]
+        a2 = a_self * a_self
+        den = two * p[20] * a2 * d * root
+        dd = d * d
+        cross = d * a_self * (a_self + a_other)
+        return ((dd * (a_self + two) - cross - a2 * a_other) / den,
+                -k * (dd * (a_self + two) + cross + (two + p[3]) * a2 * a_other) / (den * d))
+
+    @njit(inline="always", **opts)
     def partials(fam, p, k, v1, v2, tdot, aux, tol):
-        # (dTdot/dk, A_T, A_Tdot) of eq. (fc.9)-(fc.11) and (fc.14)-(fc.16)
+        # (dTdot/dk, A1_T, A1_Tdot, A2_T, A2_Tdot) of eq. (fc.9)-(fc.11), (fc.14)-(fc.16), (fc.25)
         if fam == ABRELU:
             inv = k - k
             if aux * aux > tol * (v1 * v2):
                 inv = p[3] / aux
-            return p[0] * inv, p[0] * aux, -p[0] * k * inv
+            a_t, a_tdot = p[0] * aux, -p[0] * k * inv
+            return p[0] * inv, a_t, a_tdot, a_t, a_tdot
+        if fam == GELU:
+            a1, a2 = v1 + p[3], v2 + p[3]
+            d = aux * aux
+            two = p[3] + p[3]
+            dtdot = (d * d + d * (a1 + a2 - two) + (two + p[3]) * a1 * a2) / (p[20] * d * d * aux)
+            t1, tdot1 = gelu_side(p, a1, a2, d, aux, k)
+            t2, tdot2 = gelu_side(p, a2, a1, d, aux, k)
+            return dtdot, t1, tdot1, t2, tdot2
         two_b2 = p[1] + p[1]
         q = two_b2 * k
         r = (p[3] + two_b2 * v1) * (p[3] + two_b2 * v2)
         w2 = aux * aux
-        return tdot * two_b2 * q / w2, -p[0] * p[4] * q / aux, -tdot * r / w2
+        a_t, a_tdot = -p[0] * p[4] * q / aux, -tdot * r / w2
+        return tdot * two_b2 * q / w2, a_t, a_tdot, a_t, a_tdot
 
     @njit(parallel=True, **opts)
     def fwd(fam, p, k, v1, v2, ntk, track, save, out_k, out_ntk, out_tdot, out_aux):
@@ -121,20 +153,22 @@ def _kernels():
                             out_ntk[i, j] = 0
                         continue
                     tdot = tdots[i, j]
-                    dtdot, a_t, a_tdot = partials(fam, p, k[i, j], v1[i], v2[j], tdot,
-                                                  auxs[i, j], tol)
+                    dtdot, a1_t, a1_tdot, a2_t, a2_tdot = partials(
+                        fam, p, k[i, j], v1[i], v2[j], tdot, auxs[i, j], tol)
                     gg = g[i, j]
                     if track:
                         hh = h[i, j]
                         hn = hh * ntk[i, j]
                         out_ntk[i, j] = hh * tdot
                         out_k[i, j] = gg * tdot + hn * dtdot
-                        a = gg * a_t + hn * a_tdot
+                        a1 = gg * a1_t + hn * a1_tdot
+                        a2 = gg * a2_t + hn * a2_tdot
                     else:
                         out_k[i, j] = gg * tdot
-                        a = gg * a_t
-                    acc += a
-                    col_parts[c, j] += a
+                        a1 = gg * a1_t
+                        a2 = gg * a2_t
+                    acc += a1
+                    col_parts[c, j] += a2
                 row[i] = acc
 
     @njit(parallel=True, **opts)
@@ -148,13 +182,15 @@ def _kernels():
 
 def _params(params, dtype):
     """``p[0:3]`` family parameters, ``p[3] = 1``, ``p[4] = 2/pi``, ``p[5:9]`` arctangent
-    constants, ``p[9:20]`` arctangent coefficients; all in the arrays' dtype."""
-    p = np.zeros(20, dtype=dtype)
+    constants, ``p[9:20]`` arctangent coefficients, ``p[20] = 2 pi``, ``p[21] = 1/4``; all in
+    the arrays' dtype."""
+    p = np.zeros(22, dtype=dtype)
     p[:len(params)] = params
     p[3] = 1
     p[4] = 2 / math.pi
     p[5:9] = (math.pi / 4, math.pi / 2, math.pi, math.tan(math.pi / 8))
-    p[9:] = _ATAN_COEF
+    p[9:20] = _ATAN_COEF
+    p[20], p[21] = 2 * math.pi, 0.25
     return p
 
 
@@ -189,10 +225,10 @@ def activation_fwd(fam, params, k, v1, v2, ntk, save):
 
 
 def activation_vjp(fam, params, k, v1, v2, ntk, tdot, aux, g, h, is_self, tol):
-    """Fused adjoint: ``(c_k, c_ntk, row_sums(A), col_sums(A))`` of eq. (fc.19)-(fc.22).
+    """Fused adjoint: ``(c_k, c_ntk, row_sums(A1), col_sums(A2))`` of eq. (fc.19)-(fc.22).
 
     .. math:: \\bar K = \\bar K' \\dot T + \\bar\\Theta' \\Theta\\,
-              \\partial_k \\dot T,\\quad A = \\bar K' A_T + \\bar\\Theta' \\Theta A_{\\dot T}
+              \\partial_k \\dot T,\\quad A_s = \\bar K' A_{s,T} + \\bar\\Theta' \\Theta A_{s,\\dot T}
 
     Coincident entries of a self-kernel (``i == j``) are left at zero for the caller. Row and
     column sums accumulate in float64.

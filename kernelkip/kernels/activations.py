@@ -11,9 +11,10 @@ For an activation ``phi`` and centred Gaussian pre-activations ``(u, v)`` with v
 Every family supplies, in scalar-broadcast form (``docs/math/fc.md`` derives each line):
 
 * ``dual``       -> ``(T, Tdot, aux)``; ``aux`` is what the partials need besides ``Tdot``
-* ``partials``   -> ``(dTdot/dk, A_T, A_Tdot)`` (``dT/dk = Tdot``); the variance partials factor as
-  ``dT/dv1 = A_T * r(v1)``, ``dT/dv2 = A_T * r(v2)`` (same for ``Tdot``), so the VJP reduces
-  the matrix ``A`` over rows and columns once and scales by ``r``;
+* ``partials``   -> ``(dTdot/dk, A1_T, A1_Tdot, A2_T, A2_Tdot)`` (``dT/dk = Tdot``); the variance
+  partials factor as ``dT/dv1 = A1_T * r(v1)``, ``dT/dv2 = A2_T * r(v2)`` (same for ``Tdot``), so
+  the VJP reduces ``A1`` over rows and ``A2`` over columns and scales by ``r``. For ABRelu and
+  Erf ``A2 is A1`` (the same array: one matrix, eq. (fc.6)); GELU needs both;
 * ``var_scale``  -> ``r(v)``;
 * ``diag`` / ``diag_grad`` -> ``T`` and ``Tdot`` at coincident points (``k = v1 = v2 = v``) and
   their derivatives in ``v``. They give the variances (``cov1, cov2``) and the diagonal of a
@@ -26,13 +27,13 @@ import math
 
 import numpy as np
 
-from ..arch import ABRelu, Erf
+from ..arch import ABRelu, Erf, Gelu
 from ..backend import array_namespace
 from . import _activations_numba
 from .state import KernelState
 
-__all__ = ["abrelu_dual", "abrelu_partials", "erf_dual", "erf_partials", "activation_fwd",
-           "activation_vjp", "coincidence_tol"]
+__all__ = ["abrelu_dual", "abrelu_partials", "erf_dual", "erf_partials", "gelu_dual",
+           "gelu_partials", "activation_fwd", "activation_vjp", "coincidence_tol"]
 
 _TWO_PI = 2 * math.pi
 
@@ -67,7 +68,7 @@ def abrelu_dual(k, v1, v2, layer):
 
 
 def abrelu_partials(k, v1, v2, tdot, sin_s, layer, tol):
-    """``(dTdot/dk, A_T, A_Tdot)`` of :class:`ABRelu`; eq. (fc.9)-(fc.11).
+    """``(dTdot/dk, A_T, A_Tdot, A_T, A_Tdot)`` of :class:`ABRelu`; eq. (fc.9)-(fc.11).
 
     ``dTdot/dk = kappa / sin_s`` and ``A_Tdot = -kappa k / sin_s`` are singular at coincident
     points; they are set to 0 where ``sin_s**2 <= tol * v1 v2`` (the symmetric derivative).
@@ -76,7 +77,8 @@ def abrelu_partials(k, v1, v2, tdot, sin_s, layer, tol):
     kappa, _ = _abrelu_consts(layer)
     ok = sin_s * sin_s > tol * (v1 * v2)
     inv = xp.where(ok, 1 / xp.where(ok, sin_s, 1), 0)
-    return kappa * inv, kappa * sin_s, -kappa * k * inv
+    a_t, a_tdot = kappa * sin_s, -kappa * k * inv
+    return kappa * inv, a_t, a_tdot, a_t, a_tdot
 
 
 def _abrelu_var_scale(v, layer):
@@ -111,12 +113,14 @@ def erf_dual(k, v1, v2, layer):
 
 
 def erf_partials(k, v1, v2, tdot, w, layer, tol):
-    """``(dTdot/dk, A_T, A_Tdot)`` of :class:`Erf`; eq. (fc.14)-(fc.16). Never singular."""
+    """``(dTdot/dk, A_T, A_Tdot, A_T, A_Tdot)`` of :class:`Erf`; eq. (fc.14)-(fc.16). Never
+    singular."""
     a2, b2 = layer.a ** 2, layer.b ** 2
     q = 2 * b2 * k
     r = (1 + 2 * b2 * v1) * (1 + 2 * b2 * v2)
     w2 = w * w
-    return tdot * 2 * b2 * q / w2, -a2 * (2 / math.pi) * q / w, -tdot * r / w2
+    a_t, a_tdot = -a2 * (2 / math.pi) * q / w, -tdot * r / w2
+    return tdot * 2 * b2 * q / w2, a_t, a_tdot, a_t, a_tdot
 
 
 def _erf_var_scale(v, layer):
@@ -141,12 +145,69 @@ def _erf_diag_grad(v, layer):
             -a2 * (8 * b2 * b2 / math.pi) / (root * root * root))
 
 
+# ----------------------------------------------------------------------------- Gelu
+# phi(x) = x Phi(x); a_i = v_i + 1, D = a1 a2 - k^2 (>= v1 + v2 + 1), theta = atan2(k, sqrt D):
+#   T    = k/4 + k theta/(2 pi) + (k^2 + v1 v2 D) / (2 pi a1 a2 sqrt D)               eq. (fc.23)
+#   Tdot = 1/4 + theta/(2 pi) + k (1 + 1/D + (1 - v1 v2)/(a1 a2)) / (2 pi sqrt D)     eq. (fc.24)
+# aux = sqrt(D). Smooth everywhere; the variance partials do not factor (r = 1, A1 != A2).
+
+def gelu_dual(k, v1, v2, layer):
+    """``(T, Tdot, sqrt(D))`` of :class:`Gelu`, broadcasting over ``k, v1, v2``."""
+    xp = array_namespace(k)
+    prod = (v1 + 1) * (v2 + 1)
+    d = prod - k * k
+    root = xp.sqrt(d)
+    theta = xp.arctan2(k, root)
+    s12 = v1 * v2
+    t = k / 4 + k * theta / _TWO_PI + (k * k + s12 * d) / (_TWO_PI * prod * root)
+    tdot = 0.25 + theta / _TWO_PI + k * (1 + 1 / d + (1 - s12) / prod) / (_TWO_PI * root)
+    return t, tdot, root
+
+
+def _gelu_side(a_self, a_other, d, root, k):
+    # eq. (fc.25): dT/dv and dTdot/dv for the side whose a = v + 1 is a_self
+    a2 = a_self * a_self
+    den = 2 * _TWO_PI * a2 * d * root
+    dd = d * d
+    cross = d * a_self * (a_self + a_other)
+    return ((dd * (a_self + 2) - cross - a2 * a_other) / den,
+            -k * (dd * (a_self + 2) + cross + 3 * a2 * a_other) / (den * d))
+
+
+def gelu_partials(k, v1, v2, tdot, root, layer, tol):
+    """``(dTdot/dk, dT/dv1, dTdot/dv1, dT/dv2, dTdot/dv2)`` of :class:`Gelu`; eq. (fc.25)."""
+    a1, a2 = v1 + 1, v2 + 1
+    d = root * root
+    dtdot = (d * d + d * (a1 + a2 - 2) + 3 * a1 * a2) / (_TWO_PI * d * d * root)
+    t1, tdot1 = _gelu_side(a1, a2, d, root, k)
+    t2, tdot2 = _gelu_side(a2, a1, d, root, k)
+    return dtdot, t1, tdot1, t2, tdot2
+
+
+def _gelu_var_scale(v, layer):
+    return 1 + 0 * v
+
+
+def _gelu_diag(v, layer):
+    t, tdot, _ = gelu_dual(v, v, v, layer)
+    return t, tdot
+
+
+def _gelu_diag_grad(v, layer):
+    # along k = v1 = v2 = v: d/dv = d/dk + d/dv1 + d/dv2 (fc.17 for smooth activations)
+    t, tdot, root = gelu_dual(v, v, v, layer)
+    dtdot, t1, tdot1, t2, tdot2 = gelu_partials(v, v, v, tdot, root, layer, 0.0)
+    return tdot + t1 + t2, dtdot + tdot1 + tdot2
+
+
 # family table: layer type -> (numba id, dual, partials, var_scale, diag, diag_grad, numba params)
 _FAMILIES = {
     ABRelu: (_activations_numba.ABRELU, abrelu_dual, abrelu_partials, _abrelu_var_scale,
              _abrelu_diag, _abrelu_diag_grad, lambda l: (*_abrelu_consts(l), 0.0)),
     Erf: (_activations_numba.ERF, erf_dual, erf_partials, _erf_var_scale, _erf_diag,
           _erf_diag_grad, lambda l: (l.a ** 2, l.b ** 2, l.c ** 2)),
+    Gelu: (_activations_numba.GELU, gelu_dual, gelu_partials, _gelu_var_scale, _gelu_diag,
+           _gelu_diag_grad, lambda l: ()),
 }
 
 
@@ -198,19 +259,24 @@ def activation_vjp(layer, saved, cot, *, engine):
         c_k, c_ntk, row, col = _activations_numba.activation_vjp(
             fam_id, params(layer), k, cov1, v2, ntk, tdot, aux, g, h, cot.is_self, tol)
     else:
-        dtdot, a_t, a_tdot = partials(k, cov1[:, None], v2[None, :], tdot, aux, layer, tol)
+        dtdot, a1_t, a1_tdot, a2_t, a2_tdot = partials(k, cov1[:, None], v2[None, :], tdot, aux,
+                                                       layer, tol)
+        hn = None if h is None else h * ntk
+
+        def side(a_t, a_tdot):
+            return g * a_t if h is None else g * a_t + hn * a_tdot
+
         if h is None:
-            c_k, c_ntk, amat = g * tdot, None, g * a_t
+            c_k, c_ntk = g * tdot, None
         else:
-            hn = h * ntk
-            c_k, c_ntk, amat = g * tdot + hn * dtdot, h * tdot, g * a_t + hn * a_tdot
+            c_k, c_ntk = g * tdot + hn * dtdot, h * tdot
+        a1 = side(a1_t, a1_tdot)
+        a2 = a1 if (a2_t is a1_t and a2_tdot is a1_tdot) else side(a2_t, a2_tdot)
         if cot.is_self:  # the diagonal is handled below by the c = 1 formulas
             ii = _diag_indices(xp, k.shape[0])
-            c_k[ii] = 0
-            amat[ii] = 0
-            if c_ntk is not None:
-                c_ntk[ii] = 0
-        row, col = amat.sum(axis=1), amat.sum(axis=0)
+            for m in (c_k, a1, a2) + ((c_ntk,) if c_ntk is not None else ()):
+                m[ii] = 0
+        row, col = a1.sum(axis=1), a2.sum(axis=0)
     c_cov1 = row * var_scale(cov1, layer)
     c_cov2 = col * var_scale(v2, layer)
     dT1, dTdot1 = diag_grad(cov1, layer)

@@ -13,7 +13,7 @@ the user's cotangents are copied first.
 import numpy as np
 
 from .. import _validation
-from ..arch import ABRelu, Dense, Erf, Serial
+from ..arch import ABRelu, Dense, Erf, Gelu, Serial
 from ..backend import array_namespace, resolve_engine
 from .activations import activation_fwd, activation_vjp
 from .dense import dense_fwd, dense_vjp
@@ -27,6 +27,7 @@ RULES = {
     Dense: (dense_fwd, dense_vjp),
     ABRelu: (activation_fwd, activation_vjp),
     Erf: (activation_fwd, activation_vjp),
+    Gelu: (activation_fwd, activation_vjp),
 }
 
 GETS = ("nngp", "ntk")
