@@ -403,6 +403,16 @@ def _cifar_images(batch, path):
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32)
 
 
+def _cifar_batch(path, label_key):
+    """Images (NHWC float32) and integer labels of one CIFAR python batch file."""
+    batch = _unpickle(path)
+    x = _cifar_images(batch, path)
+    y = np.asarray(batch[label_key], dtype=np.int64)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"{str(path)!r}: {x.shape[0]} images but {label_key} of shape {y.shape}")
+    return x, y
+
+
 def _resolve_cifar_dir(directory, subdir, marker, expected):
     directory = Path(directory)
     for candidate in (directory, directory / subdir):
@@ -460,12 +470,7 @@ def load_cifar10(directory):
     def read(files):
         xs, ys = [], []
         for fname in files:
-            batch = _unpickle(root / fname)
-            x = _cifar_images(batch, root / fname)
-            y = np.asarray(batch["labels"], dtype=np.int64)
-            if y.shape != (x.shape[0],):
-                raise ValueError(f"{str(root / fname)!r}: {x.shape[0]} images but labels of "
-                                 f"shape {y.shape}")
+            x, y = _cifar_batch(root / fname, "labels")
             xs.append(x)
             ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
@@ -518,13 +523,7 @@ def load_cifar100(directory):
         raise FileNotFoundError(f"directory {str(root)!r} lacks test; expected train, test")
     splits = []
     for fname in expected:
-        batch = _unpickle(root / fname)
-        x = _cifar_images(batch, root / fname)
-        y = np.asarray(batch["fine_labels"], dtype=np.int64)
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"{str(root / fname)!r}: {x.shape[0]} images but fine_labels of "
-                             f"shape {y.shape}")
-        splits += [x, y]
+        splits += list(_cifar_batch(root / fname, "fine_labels"))
     class_names = None
     if (root / "meta").is_file():
         class_names = _decode_names(_unpickle(root / "meta")["fine_label_names"])
