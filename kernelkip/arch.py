@@ -113,7 +113,8 @@ class Serial:
 
     def to_dict(self):
         """JSON-ready description: ``{"layers": [{"type": "Dense", "W_std": ...}, ...]}``."""
-        return {"layers": [{"type": type(layer).__name__, **asdict(layer)} for layer in self.layers]}
+        return {"layers": [{"type": type(layer).__name__, **asdict(layer)}
+                           for layer in self.layers]}
 
 
 def serial(*layers):
@@ -122,8 +123,8 @@ def serial(*layers):
     Examples
     --------
     >>> import kernelkip as kk
-    >>> kk.serial(kk.Dense(2**0.5, 0.1), kk.Relu(), kk.Dense(2**0.5, 0.1))
-    serial(Dense(W_std=1.4142135623730951, b_std=0.1, parameterization='ntk'), ABRelu(a=0.0, b=1.0), Dense(W_std=1.4142135623730951, b_std=0.1, parameterization='ntk'))
+    >>> kk.serial(kk.Dense(), kk.Relu())
+    serial(Dense(W_std=1.0, b_std=0.0, parameterization='ntk'), ABRelu(a=0.0, b=1.0))
     """
     flat = []
     for layer in layers:

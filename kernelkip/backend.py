@@ -79,7 +79,8 @@ def resolve_engine(engine, *arrays):
                                "(not installed, or KERNELKIP_NO_NUMBA is set)")
     if engine == "cupy":
         if not _deps.cupy_available():
-            raise RuntimeError("engine='cupy' requested but CuPy with a CUDA device is not available")
+            raise RuntimeError("engine='cupy' requested but CuPy with a CUDA device is not "
+                               "available")
         if not on_gpu:
             raise ValueError("engine='cupy' needs CuPy arrays; move the inputs with "
                              "kernelkip.backend.to_device(x, cupy)")

@@ -6,7 +6,6 @@ Argument parsing and wiring only; every computation is a library call. A run dir
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path

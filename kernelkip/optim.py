@@ -16,7 +16,8 @@ __all__ = ["Optimizer", "AdamState", "SGDState", "adam", "sgd", "get_optimizer",
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An optimizer: ``init(params) -> state``, ``update(grads, state, params) -> (params, state)``."""
+    """An optimizer: ``init(params) -> state`` and
+    ``update(grads, state, params) -> (params, state)``."""
 
     name: str
     init: Callable

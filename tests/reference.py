@@ -3,7 +3,8 @@
 Nothing here uses kernelkip's kernel code. A network of the architecture ``FC(depth, W_std,
 b_std, activation)`` in the NTK parameterization,
 
-    h_1 = W_std / sqrt(d) W_1 x + b_std b_1,    h_{l+1} = W_std / sqrt(n) W_{l+1} phi(h_l) + b_std b_{l+1},
+    h_1 = W_std / sqrt(d) W_1 x + b_std b_1,
+    h_{l+1} = W_std / sqrt(n) W_{l+1} phi(h_l) + b_std b_{l+1},
 
 with standard normal weights, converges as its width n grows to the NNGP (output covariance
 over the random weights) and to the NTK (inner product of parameter gradients).
@@ -14,7 +15,8 @@ from scipy.special import erf, ndtr
 ACTIVATIONS = {
     "relu": (lambda h: np.maximum(h, 0), lambda h: (h > 0).astype(h.dtype)),
     "erf": (erf, lambda h: 2 / np.sqrt(np.pi) * np.exp(-h * h)),
-    "gelu": (lambda h: h * ndtr(h), lambda h: ndtr(h) + h * np.exp(-h * h / 2) / np.sqrt(2 * np.pi)),
+    "gelu": (lambda h: h * ndtr(h),
+             lambda h: ndtr(h) + h * np.exp(-h * h / 2) / np.sqrt(2 * np.pi)),
 }
 
 

@@ -1,7 +1,6 @@
 """The kernelkip command, run the way a user runs it."""
 import json
 
-import numpy as np
 import pytest
 
 from kernelkip import cli, io

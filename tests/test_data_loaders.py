@@ -203,6 +203,7 @@ def test_cifar_pickle_with_numpy1_module_names(tmp_path):
     np.testing.assert_array_equal(chw_rows(ds.x_test), data)
     assert ds.class_names is None
 
+
 def test_load_cifar100_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     root = tmp_path / "cifar-100-python"
@@ -325,6 +326,7 @@ def test_digits_split_options():
         load_digits(test_fraction=1.0)
 
 # ----------------------------------------------------------------------------- Dataset
+
 
 def test_dataset_validates():
     x = np.zeros((2, 2, 2, 1))
@@ -453,4 +455,3 @@ def test_class_balanced_sample_varies_with_rng_state():
     rng = np.random.default_rng(0)
     first, second = class_balanced_sample(y, 10, rng), class_balanced_sample(y, 10, rng)
     assert not np.array_equal(first, second)
-

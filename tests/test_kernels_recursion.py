@@ -112,7 +112,8 @@ def test_numba_equals_numpy(arch, n1, n2, d, self_kernel, seed):
 @pytest.mark.skipif(len(ENGINES) < 2, reason="needs Numba")
 def test_float32_engines_agree_and_keep_the_dtype():
     rng = np.random.default_rng(5)
-    x1, x2 = rng.normal(size=(20, 30)).astype(np.float32), rng.normal(size=(7, 30)).astype(np.float32)
+    x1 = rng.normal(size=(20, 30)).astype(np.float32)
+    x2 = rng.normal(size=(7, 30)).astype(np.float32)
     for act in ("relu", "erf", "gelu"):
         a = kk.kernel(x1, x2, kk.FC(3, activation=act), engine="numpy")
         b = kk.kernel(x1, x2, kk.FC(3, activation=act), engine="numba")

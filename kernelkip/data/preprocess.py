@@ -290,8 +290,8 @@ def one_hot_centered(y, num_classes, *, dtype=np.float32):
     array([[ 0.75, -0.25, -0.25, -0.25],
            [-0.25, -0.25,  0.75, -0.25]], dtype=float32)
     """
-    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes,
-                                                                  (int, np.integer)):
+    is_int = isinstance(num_classes, (int, np.integer))
+    if isinstance(num_classes, (bool, np.bool_)) or not is_int:
         raise ValueError(f"num_classes must be an int, got {num_classes!r}")
     num_classes = int(num_classes)
     if num_classes < 1:

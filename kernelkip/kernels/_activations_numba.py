@@ -8,7 +8,8 @@ constants 1 and 2/pi travel in ``p`` too).
 
 Family ids and their parameter vectors ``p``:
 
-* ``ABRELU``: ``p = (kappa, half, 0, 1, 2/pi, ...)``, ``kappa = (a-b)^2/(2 pi)``, ``half = (a^2+b^2)/2``
+* ``ABRELU``: ``p = (kappa, half, 0, 1, 2/pi, ...)``, ``kappa = (a-b)^2/(2 pi)``,
+  ``half = (a^2+b^2)/2``
 * ``ERF``:    ``p = (a^2, b^2, c^2, 1, 2/pi, ...)``, then the arctangent constants
 * ``GELU``:   ``p = (0, 0, 0, 1, 2/pi, ...)``; ``p[20] = 2 pi``, ``p[21] = 1/4``
 """
@@ -228,7 +229,8 @@ def activation_vjp(fam, params, k, v1, v2, ntk, tdot, aux, g, h, is_self, tol):
     """Fused adjoint: ``(c_k, c_ntk, row_sums(A1), col_sums(A2))`` of eq. (fc.19)-(fc.22).
 
     .. math:: \\bar K = \\bar K' \\dot T + \\bar\\Theta' \\Theta\\,
-              \\partial_k \\dot T,\\quad A_s = \\bar K' A_{s,T} + \\bar\\Theta' \\Theta A_{s,\\dot T}
+              \\partial_k \\dot T,\\quad
+              A_s = \\bar K' A_{s,T} + \\bar\\Theta' \\Theta A_{s,\\dot T}
 
     Coincident entries of a self-kernel (``i == j``) are left at zero for the caller. Row and
     column sums accumulate in float64.

@@ -203,11 +203,11 @@ def _gelu_diag_grad(v, layer):
 # family table: layer type -> (numba id, dual, partials, var_scale, diag, diag_grad, numba params)
 _FAMILIES = {
     ABRelu: (_activations_numba.ABRELU, abrelu_dual, abrelu_partials, _abrelu_var_scale,
-             _abrelu_diag, _abrelu_diag_grad, lambda l: (*_abrelu_consts(l), 0.0)),
+             _abrelu_diag, _abrelu_diag_grad, lambda lay: (*_abrelu_consts(lay), 0.0)),
     Erf: (_activations_numba.ERF, erf_dual, erf_partials, _erf_var_scale, _erf_diag,
-          _erf_diag_grad, lambda l: (l.a ** 2, l.b ** 2, l.c ** 2)),
+          _erf_diag_grad, lambda lay: (lay.a ** 2, lay.b ** 2, lay.c ** 2)),
     Gelu: (_activations_numba.GELU, gelu_dual, gelu_partials, _gelu_var_scale, _gelu_diag,
-           _gelu_diag_grad, lambda l: ()),
+           _gelu_diag_grad, lambda lay: ()),
 }
 
 

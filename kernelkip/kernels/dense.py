@@ -31,7 +31,9 @@ def dense_fwd(layer, state, *, engine, save=True):
 
 
 def dense_vjp(layer, saved, cot, *, engine):
-    """Adjoint of :func:`dense_fwd`: ``nngp̄ = W² (nngp̄' + ntk̄')``, ``ntk̄ = W² ntk̄'``, ``c̄ = W² c̄'``.
+    """Adjoint of :func:`dense_fwd`.
+
+    ``nngp̄ = W² (nngp̄' + ntk̄')``, ``ntk̄ = W² ntk̄'``, ``c̄ = W² c̄'``.
 
     Works in place on the cotangent's matrices (the rules' contract in ``recursion.py``).
     """

@@ -10,8 +10,6 @@ never its output arrays; hence every rule owns the arrays of the state (or cotan
 receives and may overwrite those it does not save. The driver hands each rule fresh arrays:
 the user's cotangents are copied first.
 """
-import numpy as np
-
 from .. import _validation
 from ..arch import ABRelu, Dense, Erf, Gelu, Serial
 from ..backend import array_namespace, resolve_engine
@@ -35,8 +33,8 @@ GETS = ("nngp", "ntk")
 
 def _check_arch(arch):
     if not isinstance(arch, Serial):
-        raise TypeError(f"arch must be a kernelkip architecture (kk.serial(...) or a preset such as "
-                        f"kk.FC(...)), got {type(arch).__name__}")
+        raise TypeError(f"arch must be a kernelkip architecture (kk.serial(...) or a preset "
+                        f"such as kk.FC(...)), got {type(arch).__name__}")
     for layer in arch:
         if type(layer) not in RULES:
             raise TypeError(f"layer {layer!r} has no kernel rule")
