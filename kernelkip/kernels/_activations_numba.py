@@ -32,20 +32,27 @@ _ATAN_COEF = (-0.3333333333333337, 0.20000000000009102, -0.14285714286420775,
               -0.06665372400241308, 0.05864963834927395, -0.05118547095713363,
               0.04013120040891325, -0.02022394759899407)
 
-_compiled = {}
+_numba = get_numba()
 
 
-def _kernels():
-    """Compile (lazily, once per process; cached on disk) and return the loops."""
-    if _compiled:
-        return _compiled
-    numba = get_numba()
-    njit, prange = numba.njit, numba.prange
+def _no_numba(*args, **kwargs):
+    raise RuntimeError("Numba is not available (not installed, or KERNELKIP_NO_NUMBA is set); "
+                       "use engine='numpy'")
+
+
+if _numba is None:
+    fwd = vjp = atan2_array = _no_numba
+else:
+    # Module-level definitions, so that the loops refer to each other as module globals: Numba
+    # then finds them in its disk cache in later processes (closures over jitted functions hash
+    # differently in every process and were recompiled each time). ``njit`` compiles lazily, on
+    # the first call: importing this module compiles nothing.
+    njit, prange = _numba.njit, _numba.prange
     # error_model="numpy": IEEE division (no ZeroDivisionError branch), so loops can vectorize
     opts = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
     @njit(inline="always", **opts)
-    def atan2(y, x, p):
+    def _atan2(y, x, p):
         # atan2 by octant reduction to |u| <= tan(pi/8) and the polynomial _ATAN_COEF;
         # branch-free (selects), so loops calling it vectorize. p[5:9] = (pi/4, pi/2, pi,
         # tan(pi/8)), p[9:] = the coefficients, p[3] = 1. Signed zeros are not told apart
@@ -74,14 +81,14 @@ def _kernels():
             if d2 < 0:
                 d2 = k - k
             sin_s = math.sqrt(d2)
-            theta = atan2(sin_s, k, p)
+            theta = _atan2(sin_s, k, p)
             return p[0] * (sin_s - theta * k) + p[1] * k, p[1] - p[0] * theta, sin_s
         if fam == GELU:  # eq. (fc.23)-(fc.24)
             one = p[3]
             prod = (v1 + one) * (v2 + one)
             d = prod - k * k
             root = math.sqrt(d)
-            theta = atan2(k, root, p)
+            theta = _atan2(k, root, p)
             s12 = v1 * v2
             return (k * p[21] + k * theta / p[20] + (k * k + s12 * d) / (p[20] * prod * root),
                     p[21] + theta / p[20] + k * (one + one / d + (one - s12) / prod)
@@ -89,7 +96,7 @@ def _kernels():
         two_b2 = p[1] + p[1]
         q = two_b2 * k
         w = math.sqrt((p[3] + two_b2 * v1) * (p[3] + two_b2 * v2) - q * q)
-        return p[0] * p[4] * atan2(q, w, p) + p[2], p[0] * p[1] * (p[4] + p[4]) / w, w
+        return p[0] * p[4] * _atan2(q, w, p) + p[2], p[0] * p[1] * (p[4] + p[4]) / w, w
 
     @njit(inline="always", **opts)
     def gelu_side(p, a_self, a_other, d, root, k):
@@ -175,10 +182,12 @@ def _kernels():
     @njit(parallel=True, **opts)
     def atan2_array(y, x, p, out):
         for i in prange(y.shape[0]):
-            out[i] = atan2(y[i], x[i], p)
+            out[i] = _atan2(y[i], x[i], p)
 
-    _compiled.update(fwd=fwd, vjp=vjp, atan2=atan2_array)
-    return _compiled
+
+def _kernels():
+    """The loops (each compiles on its first call, or loads from Numba's disk cache)."""
+    return {"fwd": fwd, "vjp": vjp, "atan2": atan2_array}
 
 
 def _params(params, dtype):
