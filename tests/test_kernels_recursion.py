@@ -354,8 +354,9 @@ def _kink_errors(engine, x1, x2, arch, get, seed):
 @pytest.mark.parametrize("name", ["relu", "abrelu"])
 def test_exactly_coincident_cross_rows_are_a_kink_with_a_finite_symmetric_derivative(
         engine, get, name):
-    """x2[0] == x1[1] exactly. ReLU-like kernels are not differentiable there (the angle grows
-    like |t| along any direction that separates the two points), so central differences converge
+    """x2[0] == x1[1] exactly. The ReLU-like NTK is not differentiable there (the angle grows like
+    |t| along any direction that separates the two points; the NNGP stays differentiable, since
+    s_perp - theta k = s theta^3 / 3 + ...), so central differences converge
     only at O(eps), to the symmetric derivative, which the VJP returns (finite). The error must
     shrink at least 3x per decade of eps and end below 2e-5 of the derivative."""
     rng = np.random.default_rng(14)

@@ -18,7 +18,8 @@ Every family supplies, in scalar-broadcast form (``docs/math/fc.md`` derives eac
 * ``var_scale``  -> ``r(v)``;
 * ``diag`` / ``diag_grad`` -> ``T`` and ``Tdot`` at coincident points (``k = v1 = v2 = v``) and
   their derivatives in ``v``. They give the variances (``cov1, cov2``) and the diagonal of a
-  self-kernel, where the generic formulas are singular for ReLU-like activations.
+  self-kernel. There the generic formulas lose accuracy for ReLU-like activations (the angle
+  comes from sqrt(v1 v2 - k^2) of round-off size), and two of their partials diverge.
 
 The NumPy functions here are the readable reference (they also run on CuPy through ``xp``);
 ``_activations_numba`` fuses the same formulas into parallel loops.
