@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 from . import _threads  # noqa: F401,E402 -- must run before NumPy is first imported
 
 # architecture
-from .arch import ABRelu, Dense, Erf, FC, Gelu, LeakyRelu, Relu, Serial, serial  # noqa: F401
+from .arch import (ABRelu, AvgPool, Conv, ConvNet, Dense, Erf, FC, Flatten, Gelu,  # noqa: F401
+                   GlobalAvgPool, LeakyRelu, Relu, Serial, serial)
 
 # kernels and their pullbacks
 from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  # noqa: F401

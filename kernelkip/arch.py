@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["Dense", "ABRelu", "Relu", "LeakyRelu", "Erf", "Gelu", "Serial", "serial", "FC",
+__all__ = ["Dense", "ABRelu", "Relu", "LeakyRelu", "Erf", "Gelu", "Conv", "AvgPool",
+           "GlobalAvgPool", "Flatten", "ConvNet", "Serial", "serial", "FC",
            "from_dict", "ACTIVATIONS"]
 
 PARAMETERIZATIONS = ("ntk",)
@@ -25,6 +26,15 @@ def _check_number(name, value, *, positive=False):
     return v
 
 
+def _check_affine(layer):
+    """Validate (and store as floats) ``W_std``, ``b_std`` and ``parameterization``."""
+    object.__setattr__(layer, "W_std", _check_number("W_std", layer.W_std, positive=True))
+    object.__setattr__(layer, "b_std", _check_number("b_std", layer.b_std, positive=True))
+    if layer.parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {layer.parameterization!r}; "
+                         f"supported: {PARAMETERIZATIONS}")
+
+
 @dataclass(frozen=True)
 class Dense:
     """Fully-connected layer of infinite width, NTK parameterization.
@@ -38,11 +48,7 @@ class Dense:
     parameterization: str = "ntk"
 
     def __post_init__(self):
-        object.__setattr__(self, "W_std", _check_number("W_std", self.W_std, positive=True))
-        object.__setattr__(self, "b_std", _check_number("b_std", self.b_std, positive=True))
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {self.parameterization!r}; "
-                             f"supported: {PARAMETERIZATIONS}")
+        _check_affine(self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,61 @@ class Gelu:
     """``x * Phi(x)`` with the exact normal CDF (neural-tangents' ``stax.Gelu`` kernel)."""
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ABRelu, Erf, Gelu)}
+PADDINGS = ("SAME", "VALID")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """2-D convolution of infinite channel count, stride 1, NTK parameterization (images NHWC).
+
+    Kernel rule (neural-tangents' ``stax.Conv``): the kernel is averaged over the
+    ``filter x filter`` window, ``K'[p, q] = W_std**2 / filter**2 * sum_d K[p+d, q+d] +
+    b_std**2``; zero-padded positions add 0 but still count in ``filter**2``.
+    """
+
+    filter: int = 3
+    padding: str = "SAME"
+    W_std: float = 1.0
+    b_std: float = 0.0
+    parameterization: str = "ntk"
+
+    def __post_init__(self):
+        if not isinstance(self.filter, (int, np.integer)) or self.filter < 1 or \
+                self.filter % 2 == 0:
+            raise ValueError(f"filter must be a positive odd integer, got {self.filter!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"unknown padding {self.padding!r}; expected one of {PADDINGS}")
+        object.__setattr__(self, "filter", int(self.filter))
+        _check_affine(self)
+
+
+@dataclass(frozen=True)
+class AvgPool:
+    """Average pooling over ``window x window`` blocks, stride ``window``, VALID."""
+
+    window: int = 2
+
+    def __post_init__(self):
+        if not isinstance(self.window, (int, np.integer)) or self.window < 1:
+            raise ValueError(f"window must be a positive integer, got {self.window!r}")
+        object.__setattr__(self, "window", int(self.window))
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Mean over all positions: the kernel becomes the mean over all position pairs."""
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """Flatten before a Dense readout; the kernel is the mean over same-position entries
+    (neural-tangents' ``stax.Flatten``)."""
+
+
+SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten)
+
+LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ABRelu, Erf, Gelu, Conv, AvgPool,
+                                             GlobalAvgPool, Flatten)}
 
 
 @dataclass(frozen=True)
@@ -191,3 +251,32 @@ def FC(depth=1, W_std=2**0.5, b_std=0.1, activation="relu", parameterization="nt
     act = _activation(activation)
     dense = Dense(W_std, b_std, parameterization)
     return serial(*([dense, act] * int(depth)), dense)
+
+
+READOUTS = ("flatten", "gap")
+
+
+def ConvNet(depth=3, W_std=2**0.5, b_std=0.1, readout="flatten", extra_conv=False,
+            activation="relu", filter=3, padding="SAME"):
+    """Convolutional preset: ``[Conv, act, AvgPool(2)] * depth``, then Flatten (or
+    GlobalAvgPool) and a Dense readout.
+
+    ``extra_conv=True`` puts one more ``[Conv, act]`` first: the KIP paper's "ConvNet";
+    ``False`` is its "ConvNet3" (for ``depth=3``).
+
+    Examples
+    --------
+    >>> import kernelkip as kk
+    >>> len(kk.ConvNet(depth=3))
+    11
+    """
+    if not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; expected one of {READOUTS}")
+    act = _activation(activation)
+    conv = Conv(filter, padding, W_std, b_std)
+    layers = [conv, act] if extra_conv else []
+    layers += [conv, act, AvgPool(2)] * int(depth)
+    layers += [Flatten() if readout == "flatten" else GlobalAvgPool(), Dense(W_std, b_std)]
+    return serial(*layers)

@@ -103,7 +103,7 @@ def test_depth_may_be_a_numpy_integer():
     (lambda: kk.FC(1, activation=3), "activation must be a name or a layer value"),
     (lambda: kk.FC(-1), "depth must be a non-negative integer, got -1"),
     (lambda: kk.FC(1.5), "depth must be a non-negative integer, got 1.5"),
-    (lambda: from_dict({"layers": [{"type": "Conv"}]}), "unknown layer type 'Conv'"),
+    (lambda: from_dict({"layers": [{"type": "Dropout"}]}), "unknown layer type 'Dropout'"),
 ])
 def test_bad_values_raise_value_error(make, match):
     with pytest.raises(ValueError, match=match):

@@ -34,7 +34,7 @@ from . import _activations_numba
 from .state import KernelState
 
 __all__ = ["abrelu_dual", "abrelu_partials", "erf_dual", "erf_partials", "gelu_dual",
-           "gelu_partials", "activation_fwd", "activation_vjp", "coincidence_tol"]
+           "gelu_partials", "activation_fwd", "activation_vjp", "coincidence_tol", "loop_params"]
 
 _TWO_PI = 2 * math.pi
 
@@ -210,6 +210,13 @@ _FAMILIES = {
     Gelu: (_activations_numba.GELU, gelu_dual, gelu_partials, _gelu_var_scale, _gelu_diag,
            _gelu_diag_grad, lambda lay: ()),
 }
+
+
+def loop_params(layer):
+    """``(family id, parameter tuple)`` of an activation layer for the Numba loops (the
+    convolutional kernels call the same scalar dual kernels)."""
+    fam = _FAMILIES[type(layer)]
+    return fam[0], fam[6](layer)
 
 
 def _diag_indices(xp, n):

@@ -10,16 +10,22 @@ never its output arrays; hence every rule owns the arrays of the state (or cotan
 receives and may overwrite those it does not save. The driver hands each rule fresh arrays:
 the user's cotangents are copied first.
 """
+import contextlib
+
+import numpy as np
+
 from .. import _validation
+from .._progress import Progress
 from ..arch import ABRelu, Dense, Erf, Gelu, Serial
 from ..backend import array_namespace, resolve_engine
+from . import conv
 from .activations import activation_fwd, activation_vjp
 from .dense import dense_fwd, dense_vjp
 from .inputs import input_fwd, input_vjp
 from .state import KernelState
 
 __all__ = ["RULES", "GETS", "kernel", "nngp", "ntk", "kernel_pullback", "nngp_pullback",
-           "ntk_pullback", "nngp_vjp", "ntk_vjp"]
+           "ntk_pullback", "nngp_vjp", "ntk_vjp", "kernel_rows_pullback"]
 
 RULES = {
     Dense: (dense_fwd, dense_vjp),
@@ -32,13 +38,16 @@ GETS = ("nngp", "ntk")
 
 
 def _check_arch(arch):
+    """``(spatial, rest)``: the convolutional part (run by ``kernels.conv``, empty for a
+    fully-connected net) and the layers the RULES walk."""
     if not isinstance(arch, Serial):
         raise TypeError(f"arch must be a kernelkip architecture (kk.serial(...) or a preset "
                         f"such as kk.FC(...)), got {type(arch).__name__}")
-    for layer in arch:
+    spatial, rest = conv.split(arch)
+    for layer in rest:
         if type(layer) not in RULES:
             raise TypeError(f"layer {layer!r} has no kernel rule")
-    return arch
+    return spatial, rest
 
 
 def _normalize_get(get):
@@ -51,16 +60,23 @@ def _normalize_get(get):
     return names, single
 
 
-def _forward(x1, x2, arch, names, engine, check_finite, save):
-    arch = _check_arch(arch)
+def _forward(x1, x2, arch, names, engine, check_finite, save, progress=None):
+    spatial, rest = _check_arch(arch)
     x1, x2 = _validation.check_pair(x1, x2, finite=check_finite)
     engine = resolve_engine(engine, x1, x2)
-    state, saved_in = input_fwd(x1, x2, track_ntk="ntk" in names)
+    if spatial:
+        if engine != "numba":
+            raise ValueError(f"the convolutional kernels run on engine='numba' only, got "
+                             f"engine={engine!r}")
+        state, saved_in = conv.conv_input_fwd(x1, x2, spatial, track_ntk="ntk" in names,
+                                              save=save, progress=progress)
+    else:
+        state, saved_in = input_fwd(x1, x2, track_ntk="ntk" in names)
     saves = []
-    for layer in arch:
+    for layer in rest:
         state, saved = RULES[type(layer)][0](layer, state, engine=engine, save=save)
         saves.append(saved)
-    return state, (x1, x2, saved_in, saves, engine)
+    return state, (x1, x2, saved_in, saves, engine, spatial, rest)
 
 
 def _values(state, names, single):
@@ -68,7 +84,8 @@ def _values(state, names, single):
     return out[0] if single else out
 
 
-def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True):
+def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True,
+           progress=False):
     """Infinite-width NNGP and/or NTK of ``arch`` between two batches.
 
     Parameters
@@ -86,6 +103,8 @@ def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True
         Implementation of the elementwise recursion (see ``kernelkip.backend``).
     check_finite : bool
         Raise on NaN/inf inputs.
+    progress : bool
+        Show a progress bar over image pairs (convolutional architectures).
 
     Returns
     -------
@@ -105,6 +124,8 @@ def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True
     -----
     Neural-tangents' ``stax`` conventions (NTK parameterization; input kernel ``x1 x2ᵀ / d``).
     Recursion of Cho & Saul (2009), Jacot et al. (2018); derivations in ``docs/math/fc.md``.
+    Convolutional architectures (``kk.ConvNet``) take NHWC images and compute, pair by pair of
+    images, only the spatial offsets their readout needs (``docs/math/conv.md``).
 
     Examples
     --------
@@ -115,8 +136,20 @@ def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True
     ((4, 4), True)
     """
     names, single = _normalize_get(get)
-    state, _ = _forward(x1, x2, arch, names, engine, check_finite, save=False)
+    with _progress_bar(progress, x1, x2, arch) as bar:
+        state, _ = _forward(x1, x2, arch, names, engine, check_finite, save=False,
+                            progress=bar)
     return _values(state, names, single)
+
+
+def _progress_bar(progress, x1, x2, arch):
+    """A :class:`Progress` over image pairs when asked for and the net is convolutional."""
+    if not progress or not isinstance(arch, Serial) or not conv.split(arch)[0]:
+        return contextlib.nullcontext()
+    n1 = len(x1)
+    n2 = None if x2 is None else len(x2)
+    total = n1 + n1 * (n1 - 1) // 2 if n2 is None else n1 + n2 + n1 * n2
+    return Progress(total, desc="kernel (pairs)")
 
 
 def nngp(x1, x2=None, arch=None, **kwargs):
@@ -143,12 +176,13 @@ def ntk(x1, x2=None, arch=None, **kwargs):
     return kernel(x1, x2, arch, get="ntk", **kwargs)
 
 
-def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True):
+def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True,
+                    progress=False):
     """Kernel values and their pullback (vector-Jacobian product) to the inputs.
 
     Parameters
     ----------
-    x1, x2, arch, get, engine, check_finite
+    x1, x2, arch, get, engine, check_finite, progress
         As in :func:`kernel`.
 
     Returns
@@ -178,12 +212,14 @@ def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_fi
     ((4, 3), (2, 3))
     """
     names, single = _normalize_get(get)
-    state, (x1, x2, saved_in, saves, engine) = _forward(x1, x2, arch, names, engine,
-                                                        check_finite, save=True)
+    with _progress_bar(progress, x1, x2, arch) as bar:
+        state, (x1, x2, saved_in, saves, engine, spatial, rest) = _forward(
+            x1, x2, arch, names, engine, check_finite, save=True, progress=bar)
     values = _values(state, names, single)
     shape1 = x1.shape
     shape2 = None if x2 is None else x2.shape
-    layers = tuple(arch)
+    layers = rest
+    input_pullback = conv.conv_input_vjp if spatial else input_vjp
 
     def pullback(*cots, wrt=(True, True)):
         if len(cots) != len(names):
@@ -203,7 +239,7 @@ def kernel_pullback(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_fi
         cot = KernelState(None, fields["nngp"], None, fields["ntk"], state.is_self)
         for layer, saved in zip(reversed(layers), reversed(saves)):
             cot = RULES[type(layer)][1](layer, saved, cot, engine=engine)
-        g1, g2 = input_vjp(saved_in, cot, wrt=wrt)
+        g1, g2 = input_pullback(saved_in, cot, wrt=wrt)
         g1 = None if g1 is None else g1.reshape(shape1)
         g2 = None if g2 is None else g2.reshape(shape2)
         return g1, g2
@@ -257,3 +293,65 @@ def ntk_vjp(x1, x2, arch, cot, **kwargs):
     ((3, 2), (4, 2))
     """
     return _vjp("ntk", x1, x2, arch, cot, kwargs)
+
+
+def kernel_rows_pullback(x1, x2, arch, cot_fn, *, get="ntk", wrt=(True, True), engine="auto",
+                         check_finite=True, max_bytes=2**29):
+    """Stream a cross kernel by blocks of rows, pulling each block back as soon as its
+    cotangent is known: ``cot = cot_fn(rows, K[rows])``.
+
+    For convolutional nets each block's pair buffers are kept from the forward to the pullback,
+    so no pair is computed twice (``kernel_pullback`` must recompute them, as it cannot keep
+    every pair). Blocks hold as many rows as fit in ``max_bytes`` of kept buffers (at least
+    one row). Fully-connected nets run as one block.
+
+    Parameters
+    ----------
+    x1, x2 : ndarray
+        ``x2`` is required (a cross kernel).
+    arch, get, engine, check_finite
+        As in :func:`kernel`; ``get`` is one name.
+    cot_fn : callable
+        ``cot_fn(rows, values) -> cotangent`` of the same shape, with ``rows`` a slice of
+        ``x1``'s rows and ``values = kernel(x1[rows], x2)``; it may keep what it needs (KIP
+        accumulates its predictions).
+    wrt : (bool, bool)
+        Which gradients to return (``None`` for the other).
+
+    Returns
+    -------
+    (grad_x1, grad_x2)
+    """
+    names, single = _normalize_get(get)
+    if not single:
+        raise ValueError("kernel_rows_pullback takes one kernel name in get")
+    if x2 is None:
+        raise ValueError("kernel_rows_pullback needs x2 (a cross kernel)")
+    spatial, rest = _check_arch(arch)
+    x1, x2 = _validation.check_pair(x1, x2, finite=check_finite)
+    if not spatial:
+        values, pullback = kernel_pullback(x1, x2, arch, get=get, engine=engine,
+                                           check_finite=False)
+        return pullback(cot_fn(slice(0, len(x1)), values), wrt=wrt)
+    engine = resolve_engine(engine, x1, x2)
+    if engine != "numba":
+        raise ValueError(f"the convolutional kernels run on engine='numba' only, got "
+                         f"engine={engine!r}")
+    stream = conv.RowStream(x1, x2, spatial, track_ntk="ntk" in names, wrt=wrt)
+    rows_per = max(1, int(max_bytes // (stream.pair_bytes * len(x2))))
+    for r0 in range(0, len(x1), rows_per):
+        rows = slice(r0, min(len(x1), r0 + rows_per))
+        state = stream.rows_fwd(np.arange(rows.start, rows.stop))
+        saves = []
+        for layer in rest:
+            state, saved = RULES[type(layer)][0](layer, state, engine=engine, save=True)
+            saves.append(saved)
+        c = np.array(cot_fn(rows, getattr(state, names[0])), dtype=state.nngp.dtype)
+        if c.shape != state.nngp.shape:
+            raise ValueError(f"cot_fn returned shape {c.shape}; expected {state.nngp.shape}")
+        cot = KernelState(None, c if names[0] == "nngp" else None, None,
+                          c if names[0] == "ntk" else None, False)
+        for layer, saved in zip(reversed(rest), reversed(saves)):
+            cot = RULES[type(layer)][1](layer, saved, cot, engine=engine)
+        stream.rows_vjp(cot)
+    return stream.finish()
