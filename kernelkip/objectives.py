@@ -12,6 +12,7 @@ import numpy as np
 from . import _validation, krr, losses
 from .arch import Serial
 from .kernels import kernel_pullback
+from .kernels.recursion import kernel_rows_pullback
 from .kernels.recursion import GETS
 
 __all__ = ["kip_loss", "kip_value_and_grad", "KIP", "kip", "label_solve"]
@@ -45,15 +46,28 @@ def kip_value_and_grad(x_support, y_support, x_target, y_target, arch, *, kernel
     x_s, y_s, x_t, y_t = _check_problem(x_support, y_support, x_target, y_target, check_finite)
     opts = dict(get=kernel, engine=engine, check_finite=False)
     k_ss, pull_ss = kernel_pullback(x_s, None, arch, **opts)
-    k_ts, pull_ts = kernel_pullback(x_t, x_s, arch, **opts)
     alpha, fac = krr.solve(k_ss, y_s, reg, ridge_scale)                     # eq. (krr.1)
-    k_ts64 = np.asarray(k_ts, dtype=np.float64)
-    pred = k_ts64 @ alpha
-    loss, grad_pred = losses.mse_grad(pred, np.asarray(y_t, dtype=np.float64), reduction)
-    grad_k_ts = grad_pred @ alpha.T                                         # eq. (krr.3)
-    grad_k_ss, grad_y_s = krr.solve_vjp(fac, alpha, k_ts64.T @ grad_pred)   # eq. (krr.4-5)
     dtype = x_s.dtype
-    _, g_from_ts = pull_ts(grad_k_ts.astype(dtype), wrt=(False, True))
+    y_t64 = np.asarray(y_t, dtype=np.float64)
+    n_t = len(y_t64)
+    pred = np.empty((n_t, alpha.shape[1]))
+    sums = {"loss": 0.0, "k_ts_t_grad": np.zeros((len(x_s), alpha.shape[1]))}
+
+    def cot_k_ts(rows, k_block):
+        # the rows' share of the loss; their cotangent, eq. (krr.3); K_tsᵀ ∂L/∂pred for (krr.4)
+        k64 = np.asarray(k_block, dtype=np.float64)
+        pred[rows] = k64 @ alpha
+        loss, grad_pred = losses.mse_grad(pred[rows], y_t64[rows], reduction)
+        share = len(k64) / n_t if reduction == "mean" else 1.0
+        sums["loss"] += share * loss
+        grad_pred *= share
+        sums["k_ts_t_grad"] += k64.T @ grad_pred
+        return (grad_pred @ alpha.T).astype(dtype)
+
+    # rows of K_ts are pulled back as soon as they are known (conv nets keep their buffers)
+    _, g_from_ts = kernel_rows_pullback(x_t, x_s, arch, cot_k_ts, wrt=(False, True), **opts)
+    loss = sums["loss"]
+    grad_k_ss, grad_y_s = krr.solve_vjp(fac, alpha, sums["k_ts_t_grad"])    # eq. (krr.4-5)
     g_from_ss, _ = pull_ss(grad_k_ss.astype(dtype))
     return {"loss": loss, "grad_x_support": g_from_ts + g_from_ss,
             "grad_y_support": grad_y_s.astype(y_s.dtype), "pred": pred, "ridge": fac.ridge}
