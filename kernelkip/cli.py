@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, io, optim
-from .arch import ACTIVATIONS, FC
+from .arch import ACTIVATIONS, FC, READOUTS, ConvNet
 from .data import (DATASET_NAMES, class_balanced_sample, layer_norm, load_dataset,
                    one_hot_centered, standardize, zca)
 from .distill import TargetSampler, distill
 from .evaluate import krr_accuracy
 from .objectives import kip, label_solve
 
-KERNELS = ("fc-ntk", "fc-nngp")
+KERNELS = ("fc-ntk", "fc-nngp", "conv-ntk", "conv-nngp")
 PREPROCESS = ("standardize", "zca", "layernorm", "none")
 # options that may change between a run and its resumption
 _RESUMABLE = ("steps", "eval_every", "checkpoint_every", "progress", "overwrite", "command",
-              "engine", "out", "data_dir", "eval_block")
+              "engine", "out", "data_dir", "eval_block", "minutes", "eval_minutes", "clock")
 
 
 def _parse_kernel(spec):
@@ -36,6 +36,9 @@ def _arch(cfg):
     family, _ = _parse_kernel(cfg["kernel"])
     if family == "fc":
         return FC(cfg["depth"], cfg["W_std"], cfg["b_std"], cfg["activation"])
+    if family == "conv":
+        return ConvNet(cfg["depth"], cfg["W_std"], cfg["b_std"], cfg.get("readout", "flatten"),
+                       cfg.get("extra_conv", False), cfg["activation"])
     raise ValueError(f"unknown kernel {cfg['kernel']!r}; expected one of {KERNELS}")
 
 
@@ -58,6 +61,8 @@ def _prepare(cfg):
 
 def _config(args):
     cfg = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    if cfg.get("depth") is None:
+        cfg["depth"] = 3 if cfg.get("kernel", "").startswith("conv") else 1
     cfg["version"] = __version__
     return cfg
 
@@ -106,8 +111,14 @@ def cmd_distill(args):
           "y_support": cfg["label_lr"] if cfg["label_lr"] is not None else cfg["lr"]}
     learn = ("x_support", "y_support") if cfg["learn_labels"] else ("x_support",)
 
+    y_test = ds.y_test
+    if cfg.get("eval_size"):  # a fixed random subset of the test set, for runs' curves
+        keep = np.random.default_rng([cfg["seed"], 3]).permutation(len(y_test))
+        keep = np.sort(keep[:cfg["eval_size"]])
+        x_test, y_test = x_test[keep], y_test[keep]
+
     def evaluate(params):
-        acc = krr_accuracy(params["x_support"], params["y_support"], x_test, ds.y_test, arch,
+        acc = krr_accuracy(params["x_support"], params["y_support"], x_test, y_test, arch,
                            kernel=kern, reg=cfg["reg"], block_size=cfg["eval_block"],
                            engine=cfg["engine"])
         return {"test_acc": acc}
@@ -119,12 +130,18 @@ def cmd_distill(args):
                   learn=learn, rng=np.random.default_rng([cfg["seed"], 1]), evaluate=evaluate,
                   eval_every=cfg["eval_every"], checkpoint=out / "checkpoint.npz",
                   checkpoint_every=cfg["checkpoint_every"], log=out / "log.jsonl",
-                  progress=cfg["progress"])
+                  progress=cfg["progress"],
+                  max_seconds=None if cfg.get("minutes") is None else 60 * cfg["minutes"],
+                  eval_every_seconds=None if cfg.get("eval_minutes") is None
+                  else 60 * cfg["eval_minutes"], clock=cfg.get("clock", "wall"))
     evals = [r for r in res.history if "test_acc" in r]
     summary = {"dataset": cfg["dataset"], "kernel": cfg["kernel"], "ipc": cfg["ipc"],
-               "steps": res.nit, "initial_test_acc": evals[0]["test_acc"] if evals else None,
+               "steps": res.nit, "n_test": int(len(y_test)),
+               "initial_test_acc": evals[0]["test_acc"] if evals else None,
                "final_test_acc": evals[-1]["test_acc"] if evals else None,
                "optimisation_seconds": res.elapsed,
+               "optimisation_cpu_seconds": res.history[-1].get("cpu_time") if res.history
+               else None,
                "wall_seconds_this_call": time.perf_counter() - t0,
                "resumed_from": res.resumed_from}
     _save_outputs(out, cfg, ds, res.params, labels, summary)
@@ -198,7 +215,13 @@ def _add_problem_args(p):
                    help="directory holding the dataset files (default: search known places)")
     p.add_argument("--ipc", type=int, default=10, help="support images per class")
     p.add_argument("--kernel", default="fc-ntk", choices=KERNELS)
-    p.add_argument("--depth", type=int, default=1, help="hidden layers of the FC net")
+    p.add_argument("--depth", type=int, default=None,
+                   help="hidden layers of the FC net (default 1), or [Conv, act, AvgPool] "
+                        "blocks of the ConvNet (default 3)")
+    p.add_argument("--readout", default="flatten", choices=READOUTS,
+                   help="ConvNet readout: Flatten or GlobalAvgPool, then Dense")
+    p.add_argument("--extra-conv", action="store_true",
+                   help="ConvNet: one more [Conv, act] first (the KIP paper's 'ConvNet')")
     p.add_argument("--W-std", dest="W_std", type=float, default=2 ** 0.5)
     p.add_argument("--b-std", dest="b_std", type=float, default=0.1)
     p.add_argument("--activation", default="relu",
@@ -230,6 +253,16 @@ def build_parser():
     p.add_argument("--learn-labels", dest="learn_labels", action="store_true", default=True)
     p.add_argument("--no-learn-labels", dest="learn_labels", action="store_false")
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="budget of optimisation time; stops before --steps when spent")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="what --minutes and --eval-minutes count: wall time, or this "
+                        "process's CPU time (all threads)")
+    p.add_argument("--eval-minutes", type=float, default=None,
+                   help="also evaluate every this many minutes of optimisation")
+    p.add_argument("--eval-size", type=int, default=0,
+                   help="evaluate during the run on this many test images (fixed random "
+                        "subset; 0: the whole test set)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh if --out holds a run with other settings")

@@ -112,7 +112,8 @@ def _objective_meta(objective):
 
 def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, rng=None,
             evaluate=None, eval_every=0, checkpoint=None, checkpoint_every=50, log=None,
-            progress=True, callback=None):
+            progress=True, callback=None, max_seconds=None, eval_every_seconds=None,
+            clock="wall"):
     """Distill: optimise ``params`` so that the objective on sampled target batches falls.
 
     Parameters
@@ -146,6 +147,15 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
         JSON-lines file: one record per step, appended across resumes.
     progress : bool
         Progress bar on stderr.
+    max_seconds : float, optional
+        Budget of optimisation time (evaluation excluded): the run stops after the step that
+        reaches it, even before ``steps``. Counted across resumptions.
+    eval_every_seconds : float, optional
+        Also evaluate each time the optimisation time passes a multiple of this.
+    clock : {"wall", "cpu"}
+        What ``max_seconds`` and ``eval_every_seconds`` count: wall time, or the CPU time of
+        this process (all its threads; on a shared machine, what the run itself used). Both
+        are logged (``time``, ``cpu_time``).
     callback : callable, optional
         ``callback(step, params, record)`` after each step; returning ``True`` stops early.
 
@@ -185,7 +195,9 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
     opt_state = optimizer.init({name: params[name] for name in learn})
     meta = {"objective": _objective_meta(objective), "learn": list(learn),
             "shapes": {name: list(value.shape) for name, value in params.items()}}
-    step, history, elapsed, resumed_from = 0, [], 0.0, 0
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"unknown clock {clock!r}; expected 'wall' or 'cpu'")
+    step, history, elapsed, cpu_elapsed, resumed_from = 0, [], 0.0, 0.0, 0
 
     if checkpoint is not None and os.path.exists(checkpoint):
         arrays, saved_meta = io.load_checkpoint(checkpoint)
@@ -199,6 +211,7 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
                                              if k.startswith("opt/")})
         rng.bit_generator.state = io.rng_from_json(saved_meta["rng"]).bit_generator.state
         step, elapsed, history = saved_meta["step"], saved_meta["elapsed"], saved_meta["history"]
+        cpu_elapsed = saved_meta.get("cpu_elapsed", 0.0)
         resumed_from = step
 
     # the generator's state at the last step boundary: an interrupted step has already drawn
@@ -211,7 +224,8 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
         arrays = {"param/" + name: value for name, value in params.items()}
         arrays.update({"opt/" + k: v for k, v in optim.state_to_arrays(opt_state).items()})
         io.save_checkpoint(checkpoint, arrays, dict(meta, step=step, elapsed=elapsed,
-                                                    history=history, rng=rng_at_step))
+                                                    cpu_elapsed=cpu_elapsed, history=history,
+                                                    rng=rng_at_step))
 
     logger = io.JsonlLogger(log, append=True) if log is not None else None
 
@@ -232,9 +246,19 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
     try:
         if evaluate is not None and step == 0:
             record({"step": 0, "time": elapsed, **evaluate(params)})
+
+        def spent():
+            return cpu_elapsed if clock == "cpu" else elapsed
+
+        def out_of_time():
+            return max_seconds is not None and spent() >= max_seconds
+
+        next_eval = None
+        if eval_every_seconds:
+            next_eval = (spent() // eval_every_seconds + 1) * eval_every_seconds
         with Progress(steps, desc="distill", initial=step, disable=not progress) as bar:
-            while step < steps:
-                t0 = time.perf_counter()
+            while step < steps and not out_of_time():
+                t0, c0 = time.perf_counter(), time.process_time()
                 batch = sampler(rng)
                 loss, grads, info = objective(params, batch)
                 if not np.isfinite(loss):
@@ -248,9 +272,14 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
                 params, opt_state, step, rng_at_step = ({**params, **new}, new_state, step + 1,
                                                         rng_state_json)
                 elapsed += time.perf_counter() - t0
-                rec = {"step": step, "loss": float(loss), "time": elapsed, **info}
+                cpu_elapsed += time.process_time() - c0
+                rec = {"step": step, "loss": float(loss), "time": elapsed,
+                       "cpu_time": cpu_elapsed, **info}
+                timed = next_eval is not None and spent() >= next_eval
+                if timed:
+                    next_eval = (spent() // eval_every_seconds + 1) * eval_every_seconds
                 if evaluate is not None and ((eval_every and step % eval_every == 0)
-                                             or step == steps):
+                                             or step == steps or out_of_time() or timed):
                     rec.update(evaluate(params))
                 record(rec)
                 bar.update(1, loss=f"{loss:.4g}")
