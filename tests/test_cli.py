@@ -68,3 +68,15 @@ def test_unknown_kernel_is_rejected_by_the_parser(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _distill(tmp_path, "--kernel", "rbf")
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_distill_a_convnet_under_a_cpu_budget(tmp_path, capsys):
+    code, out = _distill(tmp_path, "--kernel", "conv-ntk", "--depth", "1", "--readout", "gap",
+                         "--extra-conv", "--minutes", "1e-9", "--clock", "cpu",
+                         "--eval-size", "50")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["n_test"] == 50
+    assert 0 <= summary["final_test_acc"] <= 1 and summary["optimisation_cpu_seconds"] > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["depth"] == 1 and config["readout"] == "gap" and config["extra_conv"]

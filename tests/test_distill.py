@@ -99,3 +99,22 @@ def test_class_balanced_target_batches():
     sampler = kk.TargetSampler(np.arange(60.0)[:, None], np.eye(3)[labels], labels, 12)
     x, y = sampler(np.random.default_rng(0))
     assert np.bincount(y.argmax(1)).tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_the_run_and_evaluates_at_the_end(digits, clock):
+    res = _run(digits, 50, max_seconds=1e-9, clock=clock,
+               evaluate=lambda p: {"test_acc": _accuracy(digits, p)})
+    assert res.nit == 1  # the first step spends the (tiny) budget
+    assert "test_acc" in res.history[-1] and res.history[-1]["cpu_time"] > 0
+
+
+def test_evaluation_every_few_seconds(digits):
+    res = _run(digits, 5, eval_every_seconds=1e-9,
+               evaluate=lambda p: {"test_acc": _accuracy(digits, p)})
+    assert all("test_acc" in r for r in res.history)
+
+
+def test_unknown_clock_is_refused(digits):
+    with pytest.raises(ValueError, match="clock"):
+        _run(digits, 1, clock="gpu")
