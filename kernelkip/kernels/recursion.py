@@ -296,7 +296,7 @@ def ntk_vjp(x1, x2, arch, cot, **kwargs):
 
 
 def kernel_rows_pullback(x1, x2, arch, cot_fn, *, get="ntk", wrt=(True, True), engine="auto",
-                         check_finite=True, max_bytes=2**29):
+                         check_finite=True, max_bytes=2**27):
     """Stream a cross kernel by blocks of rows, pulling each block back as soon as its
     cotangent is known: ``cot = cot_fn(rows, K[rows])``.
 
