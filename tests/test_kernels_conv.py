@@ -278,3 +278,29 @@ def test_kip_loss_and_gradient_run_on_a_convnet():
     assert np.isfinite(loss) and g_x.shape == xs.shape and g_y.shape == ys.shape
     check_vjp(lambda a, b: np.array(kk.kip_loss(a, b, xt, yt, arch)[0]),
               lambda c: (g_x * c, g_y * c), (xs, ys), rng, cots=(np.array(1.0),))
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_streamed_rows_equal_the_pullback(get):
+    """kernel_rows_pullback (pair buffers kept, one row per block here) gives the gradients of
+    kernel_pullback (pairs recomputed), and hands cot_fn the kernel's rows."""
+    from kernelkip.kernels.recursion import kernel_rows_pullback
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.normal(size=(5, 6, 6, 2)), rng.normal(size=(3, 6, 6, 2))
+    arch = kk.ConvNet(depth=1, readout="gap", extra_conv=True)
+    values, pullback = kk.kernel_pullback(x1, x2, arch, get=get)
+    cot = rng.normal(size=values.shape)
+    seen = np.full(values.shape, np.nan)
+
+    def cot_fn(rows, block):
+        seen[rows] = block
+        return cot[rows]
+
+    got = kernel_rows_pullback(x1, x2, arch, cot_fn, get=get, max_bytes=1)
+    want = pullback(cot)
+    np.testing.assert_array_equal(seen, values)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+    only2 = kernel_rows_pullback(x1, x2, arch, cot_fn, get=get, wrt=(False, True))
+    assert only2[0] is None
+    np.testing.assert_allclose(only2[1], want[1], rtol=1e-12, atol=1e-15)
