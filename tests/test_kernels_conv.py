@@ -236,7 +236,7 @@ def test_vjp_at_coincident_patches_is_finite():
 
 @pytest.mark.parametrize("arch, x, match", [
     (kk.ConvNet(1), np.ones((2, 16)), "images of shape"),
-    (kk.serial(kk.Conv(), kk.Relu(), kk.Dense()), np.ones((2, 4, 4, 1)), "Flaten|Flatten"),
+    (kk.serial(kk.Conv(), kk.Relu(), kk.Dense()), np.ones((2, 4, 4, 1)), "needs Flatten"),
     (kk.serial(kk.Conv(), kk.Dense(), kk.Flatten(), kk.Dense()), np.ones((2, 4, 4, 1)),
      "cannot act on images"),
     (kk.serial(kk.Conv(), kk.Flatten(), kk.Dense(), kk.AvgPool()), np.ones((2, 4, 4, 1)),

@@ -197,10 +197,6 @@ def _pairs(n1, n2, is_self, block):
             yield pi.astype(np.int64), pj.astype(np.int64)
 
 
-def _n_pairs(n1, n2, is_self):
-    return n1 * (n1 - 1) // 2 if is_self else n1 * n2
-
-
 @dataclass
 class _Saved:
     prog: Program
@@ -299,11 +295,6 @@ def conv_input_fwd(x1, x2, layers, *, track_ntk, save=True, block=DEFAULT_BLOCK,
     cov2 = None if is_self else c2.astype(dtype)
     state = KernelState(cov1, nngp, cov2, ntk, is_self)
     return state, (s if save else None)
-
-
-def work(layers, image_shape, n1, n2=None):
-    """Pairs of images :func:`conv_input_fwd` runs for a ``(n1, n2)`` kernel (for progress)."""
-    return n1 + _n_pairs(n1, n1, True) if n2 is None else n1 + n2 + n1 * n2
 
 
 @dataclass
