@@ -1,7 +1,8 @@
 """kernelkip: dataset distillation by kernel meta-model matching.
 
 Analytic infinite-width kernels (neural-tangents' conventions) with hand-derived gradients,
-kernel ridge regression with explicit adjoints, and the KIP outer loop. No autodiff framework.
+kernel ridge regression with explicit adjoints, random-feature kernels of finite ConvNets
+(RFAD), and the KIP/RFAD outer loop. No autodiff framework.
 """
 __version__ = "0.1.0"
 
@@ -15,9 +16,12 @@ from .arch import (ABRelu, AvgPool, Conv, ConvNet, Dense, Erf, FC, Flatten, Gelu
 from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  # noqa: F401
                       ntk, ntk_pullback, ntk_vjp)
 
+# random features of finite networks (RFAD)
+from .features import RandomFeatures, features, features_vjp, rf_kernel, sample_weights  # noqa: F401,E402,E501
+
 # kernel ridge regression and objectives
 from . import krr, losses, objectives  # noqa: F401,E402
-from .objectives import kip_loss, label_solve  # noqa: F401,E402
+from .objectives import kip_loss, label_solve, rfad_loss  # noqa: F401,E402
 
 # the outer loop and evaluation
 from . import optim  # noqa: F401,E402

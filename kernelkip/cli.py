@@ -1,4 +1,4 @@
-"""Command line: ``kernelkip distill``, ``kernelkip evaluate``, ``kernelkip label-solve``.
+"""Command line: ``kernelkip distill`` (KIP or RFAD), ``evaluate`` and ``label-solve``.
 
 Argument parsing and wiring only; every computation is a library call. A run directory holds
 ``config.json``, ``checkpoint.npz``, ``log.jsonl``, ``distilled.npz``, ``support.png`` and
@@ -16,15 +16,21 @@ from . import __version__, io, optim
 from .arch import ACTIVATIONS, FC, READOUTS, ConvNet
 from .data import (DATASET_NAMES, class_balanced_sample, layer_norm, load_dataset,
                    one_hot_centered, standardize, zca)
-from .distill import TargetSampler, distill
+from .distill import EarlyStopping, TargetSampler, distill
 from .evaluate import krr_accuracy
-from .objectives import kip, label_solve
+from .features import RandomFeatures
+from .objectives import kip, label_solve, rfad
 
 KERNELS = ("fc-ntk", "fc-nngp", "conv-ntk", "conv-nngp")
+METHODS = ("kip", "rfad")
+# per-method defaults of options left unset (RFAD: Loo et al. 2022's ridge and loss)
+_DEFAULTS = {"kip": {"kernel": "fc-ntk", "reg": 1e-6, "lr": 0.04, "loss": "mse"},
+             "rfad": {"kernel": "conv-nngp", "reg": 5e-3, "lr": 0.01, "loss": "platt"}}
 PREPROCESS = ("standardize", "zca", "layernorm", "none")
 # options that may change between a run and its resumption
 _RESUMABLE = ("steps", "eval_every", "checkpoint_every", "progress", "overwrite", "command",
-              "engine", "out", "data_dir", "eval_block", "minutes", "eval_minutes", "clock")
+              "engine", "out", "data_dir", "eval_block", "minutes", "eval_minutes", "clock",
+              "patience")
 
 
 def _parse_kernel(spec):
@@ -61,6 +67,9 @@ def _prepare(cfg):
 
 def _config(args):
     cfg = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    for key, value in _DEFAULTS[cfg.get("method", "kip")].items():
+        if cfg.get(key, "absent") is None:
+            cfg[key] = value
     if cfg.get("depth") is None:
         cfg["depth"] = 3 if cfg.get("kernel", "").startswith("conv") else 1
     cfg["version"] = __version__
@@ -96,47 +105,104 @@ def _save_outputs(out, cfg, ds, params, labels, summary):
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def _objective(cfg, arch):
+    family, kern = _parse_kernel(cfg["kernel"])
+    if cfg["method"] == "kip":
+        if cfg["loss"] != "mse":
+            raise ValueError(f"--loss {cfg['loss']} is an RFAD option; KIP's loss is mse")
+        return kip(arch, kernel=kern, reg=cfg["reg"], engine=cfg["engine"])
+    if family != "conv" or kern != "nngp":
+        raise ValueError(f"--method rfad estimates the ConvNet NNGP; use --kernel conv-nngp, "
+                         f"not {cfg['kernel']}")
+    return rfad(arch, width=cfg["width"], models=cfg["models"], loss=cfg["loss"],
+                reg=cfg["reg"])
+
+
+def _split_validation(cfg, ds, x_train, y_train):
+    """Hold out ``val_size`` class-balanced training images (never drawn as targets)."""
+    labels = ds.y_train
+    if not cfg.get("val_size"):
+        return x_train, y_train, labels, None
+    per_class = max(1, cfg["val_size"] // ds.num_classes)
+    val = class_balanced_sample(labels, per_class, np.random.default_rng([cfg["seed"], 4]),
+                                ds.num_classes)
+    keep = np.setdiff1d(np.arange(len(labels)), val)
+    return x_train[keep], y_train[keep], labels[keep], (x_train[val], labels[val])
+
+
 def cmd_distill(args):
     cfg = _config(args)
     arch = _arch(cfg)
+    objective = _objective(cfg, arch)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, cfg, args.overwrite)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     ds, x_train, y_train, x_test = _prepare(cfg)
     x_s, y_s, labels = _initial_support(cfg, ds, x_train, y_train)
+    x_train, y_train, train_labels, val = _split_validation(cfg, ds, x_train, y_train)
     _, kern = _parse_kernel(cfg["kernel"])
-    objective = kip(arch, kernel=kern, reg=cfg["reg"], engine=cfg["engine"])
+    params = {"x_support": x_s, "y_support": y_s}
     lr = {"x_support": cfg["lr"],
           "y_support": cfg["label_lr"] if cfg["label_lr"] is not None else cfg["lr"]}
     learn = ("x_support", "y_support") if cfg["learn_labels"] else ("x_support",)
+    if cfg["method"] == "rfad" and cfg["loss"] == "platt":
+        params["log_temp"] = np.full(1, np.log(cfg["init_temp"]))
+        lr["log_temp"] = cfg["temp_lr"]
+        learn += ("log_temp",)
 
     y_test = ds.y_test
     if cfg.get("eval_size"):  # a fixed random subset of the test set, for runs' curves
         keep = np.random.default_rng([cfg["seed"], 3]).permutation(len(y_test))
         keep = np.sort(keep[:cfg["eval_size"]])
         x_test, y_test = x_test[keep], y_test[keep]
+    # RFAD runs are also scored by a random-feature kernel with more networks, fixed seed
+    rf_eval = (RandomFeatures(arch, cfg["width"], cfg["eval_models"])
+               if cfg["method"] == "rfad" and cfg.get("eval_models") else None)
+
+    def accuracy(params, x, y, which):
+        if which == "rf":
+            return krr_accuracy(params["x_support"], params["y_support"], x, y, rf_eval,
+                                reg=cfg["reg"], block_size=cfg["eval_block"],
+                                seed=cfg["seed"] + 12345)
+        return krr_accuracy(params["x_support"], params["y_support"], x, y, arch, kernel=kern,
+                            reg=cfg["reg"], block_size=cfg["eval_block"], engine=cfg["engine"])
 
     def evaluate(params):
-        acc = krr_accuracy(params["x_support"], params["y_support"], x_test, y_test, arch,
-                           kernel=kern, reg=cfg["reg"], block_size=cfg["eval_block"],
-                           engine=cfg["engine"])
-        return {"test_acc": acc}
+        rec = {"test_acc": accuracy(params, x_test, y_test, "exact")}
+        if rf_eval is not None:
+            rec["test_acc_rf"] = accuracy(params, x_test, y_test, "rf")
+        if val is not None:
+            rec["val_acc"] = accuracy(params, *val, "rf" if rf_eval is not None else "exact")
+            if stopper is not None and stopper.best_step is None:
+                stopper(0, params, rec)  # the initial set counts as a candidate too
+        return rec
+
+    stopper = None
+    if cfg.get("patience"):
+        if val is None:
+            raise ValueError("--patience needs a validation split: pass --val-size")
+        history = []
+        if (out / "log.jsonl").exists() and (out / "checkpoint.npz").exists():
+            history = io.load_checkpoint(out / "checkpoint.npz")[1].get("history", [])
+        stopper = EarlyStopping("val_acc", cfg["patience"], path=out / "best.npz",
+                                history=history)
 
     t0 = time.perf_counter()
-    res = distill(objective, {"x_support": x_s, "y_support": y_s},
-                  TargetSampler(x_train, y_train, ds.y_train, cfg["target_batch"]),
+    res = distill(objective, params,
+                  TargetSampler(x_train, y_train, train_labels, cfg["target_batch"]),
                   steps=cfg["steps"], optimizer=optim.adam({k: lr[k] for k in learn}),
                   learn=learn, rng=np.random.default_rng([cfg["seed"], 1]), evaluate=evaluate,
                   eval_every=cfg["eval_every"], checkpoint=out / "checkpoint.npz",
                   checkpoint_every=cfg["checkpoint_every"], log=out / "log.jsonl",
-                  progress=cfg["progress"],
+                  progress=cfg["progress"], callback=stopper,
                   max_seconds=None if cfg.get("minutes") is None else 60 * cfg["minutes"],
                   eval_every_seconds=None if cfg.get("eval_minutes") is None
                   else 60 * cfg["eval_minutes"], clock=cfg.get("clock", "wall"))
+    final = res.params
     evals = [r for r in res.history if "test_acc" in r]
-    summary = {"dataset": cfg["dataset"], "kernel": cfg["kernel"], "ipc": cfg["ipc"],
-               "steps": res.nit, "n_test": int(len(y_test)),
+    summary = {"dataset": cfg["dataset"], "method": cfg["method"], "kernel": cfg["kernel"],
+               "ipc": cfg["ipc"], "steps": res.nit, "n_test": int(len(y_test)),
                "initial_test_acc": evals[0]["test_acc"] if evals else None,
                "final_test_acc": evals[-1]["test_acc"] if evals else None,
                "optimisation_seconds": res.elapsed,
@@ -144,7 +210,16 @@ def cmd_distill(args):
                else None,
                "wall_seconds_this_call": time.perf_counter() - t0,
                "resumed_from": res.resumed_from}
-    _save_outputs(out, cfg, ds, res.params, labels, summary)
+    if rf_eval is not None and evals:
+        summary["final_test_acc_rf"] = evals[-1].get("test_acc_rf")
+    if stopper is not None and stopper.best_params is not None:
+        # the distilled set is the best one on the validation split
+        final = {k: stopper.best_params.get(k, v) for k, v in res.params.items()}
+        best = [r for r in evals if r["step"] == stopper.best_step]
+        summary.update(best_step=stopper.best_step, best_val_acc=stopper.best,
+                       best_test_acc=best[0]["test_acc"] if best else None,
+                       stopped_early=res.nit < cfg["steps"])
+    _save_outputs(out, cfg, ds, final, labels, summary)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -214,7 +289,8 @@ def _add_problem_args(p):
     p.add_argument("--data-dir", default=None,
                    help="directory holding the dataset files (default: search known places)")
     p.add_argument("--ipc", type=int, default=10, help="support images per class")
-    p.add_argument("--kernel", default="fc-ntk", choices=KERNELS)
+    p.add_argument("--kernel", default=None, choices=KERNELS,
+                   help="default: fc-ntk for KIP, conv-nngp for RFAD")
     p.add_argument("--depth", type=int, default=None,
                    help="hidden layers of the FC net (default 1), or [Conv, act, AvgPool] "
                         "blocks of the ConvNet (default 3)")
@@ -226,7 +302,8 @@ def _add_problem_args(p):
     p.add_argument("--b-std", dest="b_std", type=float, default=0.1)
     p.add_argument("--activation", default="relu",
                    help=f"one of {sorted(ACTIVATIONS)} ('leaky_relu:ALPHA')")
-    p.add_argument("--reg", type=float, default=1e-6, help="ridge, relative to trace(K_ss)/n")
+    p.add_argument("--reg", type=float, default=None,
+                   help="ridge, relative to trace(K_ss)/n (default: 1e-6 for KIP, 5e-3 for RFAD)")
     p.add_argument("--target-batch", type=int, default=5000,
                    help="class-balanced target batch size, resampled each step")
     p.add_argument("--preprocess", default="standardize", choices=PREPROCESS)
@@ -243,11 +320,12 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"kernelkip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("distill", help="distill a dataset with KIP")
+    p = sub.add_parser("distill", help="distill a dataset with KIP or RFAD")
     _add_problem_args(p)
-    p.add_argument("--method", default="kip", choices=("kip",))
+    p.add_argument("--method", default="kip", choices=METHODS)
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=0.04, help="Adam step size for the images")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam step size for the images (default: 0.04 for KIP, 0.01 for RFAD)")
     p.add_argument("--label-lr", type=float, default=None,
                    help="Adam step size for the labels (default: --lr)")
     p.add_argument("--learn-labels", dest="learn_labels", action="store_true", default=True)
@@ -267,6 +345,21 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh if --out holds a run with other settings")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    g = p.add_argument_group("RFAD")
+    g.add_argument("--width", type=int, default=128, help="channels of the random ConvNets")
+    g.add_argument("--models", type=int, default=8, help="random ConvNets drawn per step")
+    g.add_argument("--loss", default=None, choices=("mse", "platt"),
+                   help="outer loss (default: platt for RFAD; KIP uses mse)")
+    g.add_argument("--init-temp", type=float, default=1.0, help="initial Platt temperature")
+    g.add_argument("--temp-lr", type=float, default=0.1,
+                   help="Adam step size for the log-temperature")
+    g.add_argument("--eval-models", type=int, default=32,
+                   help="networks of the random-feature kernel used for evaluation (0: none)")
+    g.add_argument("--val-size", type=int, default=0,
+                   help="hold out this many training images (class-balanced) for validation")
+    g.add_argument("--patience", type=int, default=0,
+                   help="stop after this many evaluations without a better validation "
+                        "accuracy and keep the best support set (needs --val-size)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("evaluate", help="KRR test accuracy of a distilled set")

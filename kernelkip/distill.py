@@ -17,7 +17,7 @@ from . import io, optim
 from ._progress import Progress
 from .data import class_balanced_sample
 
-__all__ = ["TargetSampler", "DistillResult", "distill"]
+__all__ = ["TargetSampler", "DistillResult", "EarlyStopping", "distill"]
 
 
 class TargetSampler:
@@ -102,6 +102,53 @@ class DistillResult:
         return getattr(self, key)
 
 
+class EarlyStopping:
+    """A ``callback`` for :func:`distill`: stop when ``metric`` (higher is better) has not
+    improved for ``patience`` evaluations, and keep the best parameters.
+
+    The state is rebuilt from the run's history on resume (pass ``history=`` the restored
+    records) and the best parameters can be written to ``path`` (``.npz``) whenever they
+    improve, so an interrupted run keeps them.
+
+    Examples
+    --------
+    >>> stop = EarlyStopping("val_acc", patience=2)
+    >>> [stop(s, {"x": s}, {"val_acc": a}) for s, a in enumerate([0.5, 0.6, 0.55, 0.58])]
+    [False, False, False, True]
+    >>> stop.best_step, int(stop.best_params["x"])
+    (1, 1)
+    """
+
+    def __init__(self, metric, patience, path=None, history=()):
+        if int(patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {patience!r}")
+        self.metric, self.patience, self.path = metric, int(patience), path
+        self.best, self.best_step, self.best_params, self.bad = -np.inf, None, None, 0
+        for rec in history:
+            if metric in rec:
+                self._see(rec["step"], None, rec[metric])
+        if path is not None and os.path.exists(path):
+            arrays, _ = io.load_checkpoint(path)
+            self.best_params = dict(arrays)
+
+    def _see(self, step, params, value):
+        if value > self.best:
+            self.best, self.best_step, self.bad = value, step, 0
+            if params is not None:
+                self.best_params = {k: np.array(v, copy=True) for k, v in params.items()}
+                if self.path is not None:
+                    io.save_checkpoint(self.path, self.best_params,
+                                       {"step": step, self.metric: value})
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def __call__(self, step, params, record):
+        if self.metric not in record:
+            return False
+        return self._see(step, params, record[self.metric])
+
+
 class _Interrupt(Exception):
     pass
 
@@ -120,6 +167,8 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
     ----------
     objective : callable
         ``objective(params, batch) -> (loss, grads, info)``, e.g. ``kernelkip.objectives.kip``.
+        If ``objective.needs_rng`` is true it is called with ``rng=rng`` too (after the batch
+        is drawn), so its random draws are checkpointed with the run.
     params0 : dict of ndarray
         Initial parameters, e.g. ``{"x_support": ..., "y_support": ...}``.
     sampler : callable
@@ -260,7 +309,10 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
             while step < steps and not out_of_time():
                 t0, c0 = time.perf_counter(), time.process_time()
                 batch = sampler(rng)
-                loss, grads, info = objective(params, batch)
+                if getattr(objective, "needs_rng", False):
+                    loss, grads, info = objective(params, batch, rng=rng)
+                else:
+                    loss, grads, info = objective(params, batch)
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"the loss is {loss} at step {step}; lower the "
                                              f"learning rate or raise reg")

@@ -3,14 +3,28 @@ import numpy as np
 
 from . import _validation, krr
 from ._progress import Progress
+from .features import RandomFeatures, features, sample_weights
 from .kernels import kernel as kernel_fn
 from .kernels.recursion import GETS
 
 __all__ = ["krr_predict", "krr_accuracy"]
 
 
+def _rf_kernel_fn(x_s, rf, seed):
+    """``k(x, x_s)`` with one fixed draw of ``rf``'s networks; the support's features kept."""
+    weights = sample_weights(rf, x_s.shape[1:], np.random.default_rng(seed), x_s.dtype)
+    phi_s = features(x_s, weights, rf).astype(np.float64)
+    b2 = rf.head.b_std ** 2
+
+    def k(x1, x2, **_):
+        if x1 is x_s:
+            return phi_s @ phi_s.T + b2
+        return features(x1, weights, rf, check_finite=False).astype(np.float64) @ phi_s.T + b2
+    return k
+
+
 def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
-                ridge_scale="trace", block_size=2000, engine="auto", progress=False):
+                ridge_scale="trace", block_size=2000, engine="auto", progress=False, seed=0):
     """KRR predictions on ``x_test`` from the support set, computed ``block_size`` rows at a time.
 
     Memory stays at ``O(block_size * n_support)`` whatever the size of the test set.
@@ -20,7 +34,10 @@ def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
     x_support : ndarray of shape (n_s, ...)
     y_support : ndarray of shape (n_s, k)
     x_test : ndarray of shape (n_test, ...)
-    arch : Serial
+    arch : Serial or kernelkip.RandomFeatures
+        A ``RandomFeatures`` value gives the random-feature kernel (eq. rf.1) of one draw of
+        its networks from ``np.random.default_rng(seed)``; ``kernel`` and ``engine`` are then
+        not used.
     kernel : {"ntk", "nngp"}
     reg, ridge_scale
         As in :func:`kernelkip.krr.factor`.
@@ -29,6 +46,8 @@ def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
     engine : {"auto", "numpy", "numba", "cupy"}
     progress : bool
         Show a progress bar over the blocks.
+    seed : int
+        Seeds the networks of a ``RandomFeatures`` kernel.
 
     Returns
     -------
@@ -51,7 +70,11 @@ def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
     if x_s.shape[1:] != x_t.shape[1:]:
         raise ValueError(f"x_support has shape {x_s.shape} and x_test has shape {x_t.shape}; "
                          f"their trailing shapes must match")
-    k_ss = kernel_fn(x_s, None, arch, get=kernel, engine=engine)
+    if isinstance(arch, RandomFeatures):
+        rf_kernel = _rf_kernel_fn(x_s, arch, seed)
+        k_ss = rf_kernel(x_s, x_s)
+    else:
+        k_ss = kernel_fn(x_s, None, arch, get=kernel, engine=engine)
     alpha, _ = krr.solve(k_ss, y_support, reg, ridge_scale)
     n = x_t.shape[0]
     pred = np.empty((n, alpha.shape[1]), dtype=np.float64)
@@ -59,8 +82,11 @@ def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
     with Progress(len(starts), desc="evaluate", disable=not progress) as bar:
         for start in starts:
             stop = min(n, start + int(block_size))
-            k_ts = kernel_fn(x_t[start:stop], x_s, arch, get=kernel, engine=engine,
-                             check_finite=False)
+            if isinstance(arch, RandomFeatures):
+                k_ts = rf_kernel(x_t[start:stop], x_s)
+            else:
+                k_ts = kernel_fn(x_t[start:stop], x_s, arch, get=kernel, engine=engine,
+                                 check_finite=False)
             pred[start:stop] = krr.predict(k_ts, alpha)
             bar.update()
     return pred

@@ -3,9 +3,10 @@ import numpy as np
 
 from . import _validation
 
-__all__ = ["REDUCTIONS", "mse", "mse_grad", "accuracy"]
+__all__ = ["REDUCTIONS", "LOSSES", "mse", "mse_grad", "platt_xent", "platt_xent_grad", "accuracy"]
 
 REDUCTIONS = ("mean", "sum")
+LOSSES = ("mse", "platt")
 
 
 def mse_grad(pred, y, reduction="mean"):
@@ -35,6 +36,62 @@ def mse_grad(pred, y, reduction="mean"):
 def mse(pred, y, reduction="mean"):
     """The value of :func:`mse_grad` alone."""
     return mse_grad(pred, y, reduction)[0]
+
+
+def _class_labels(y, n, k):
+    labels = np.asarray(y)
+    if labels.ndim == 2:
+        labels = np.argmax(labels, axis=1)
+    if labels.shape != (n,):
+        raise ValueError(f"targets of shape {np.shape(y)} do not fit predictions of shape "
+                         f"{(n, k)}")
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"class labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
+    return labels
+
+
+def platt_xent_grad(pred, y, log_temp, reduction="mean"):
+    """Platt-scaled cross-entropy ``-log softmax(tau * pred)[label]``, ``tau = exp(log_temp)``,
+    with its gradients w.r.t. ``pred`` and ``log_temp`` (RFAD's outer loss; ``docs/math/rfad.md``,
+    eq. rf.8).
+
+    ``y`` holds integer labels, or one-hot/centred rows (their argmax is the label). ``"mean"``
+    averages over the rows.
+
+    Returns
+    -------
+    loss : float
+    grad_pred : ndarray, shaped like ``pred``
+    grad_log_temp : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> loss, g, gt = platt_xent_grad(np.zeros((2, 4)), np.array([0, 3]), 0.0)
+    >>> round(loss, 6) == round(float(np.log(4)), 6), g.shape
+    (True, (2, 4))
+    """
+    _validation.check_choice(reduction, "reduction", REDUCTIONS)
+    pred = np.asarray(pred, dtype=np.float64)
+    n, k = pred.shape
+    labels = _class_labels(y, n, k)
+    tau = float(np.exp(log_temp))
+    logits = tau * pred
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_z = np.log(np.sum(np.exp(logits), axis=1))
+    rows = np.arange(n)
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    loss = scale * float(np.sum(log_z - logits[rows, labels]))
+    resid = np.exp(logits - log_z[:, None])                  # softmax - one-hot, eq. (rf.9)
+    resid[rows, labels] -= 1.0
+    grad_logits = scale * resid
+    return loss, tau * grad_logits, float(np.sum(grad_logits * tau * pred))
+
+
+def platt_xent(pred, y, log_temp, reduction="mean"):
+    """The value of :func:`platt_xent_grad` alone."""
+    return platt_xent_grad(pred, y, log_temp, reduction)[0]
 
 
 def accuracy(pred, y):

@@ -1,9 +1,10 @@
-"""Meta-model matching objectives: the KIP loss with exact gradients, and Label Solve.
+"""Meta-model matching objectives: KIP and RFAD losses with exact gradients, and Label Solve.
 
 An objective is a callable ``objective(params, batch) -> (loss, grads, info)`` where ``params``
 is a dict of arrays (``x_support``, ``y_support``), ``batch = (x_target, y_target)``, ``grads``
-has the keys of ``params`` and ``info`` holds scalars for the log. ``kernelkip.distill`` runs
-any of them.
+has the keys of ``params`` and ``info`` holds scalars for the log. An objective whose
+``needs_rng`` is true is called as ``objective(params, batch, rng=rng)`` with the run's
+generator (RFAD draws its random networks from it). ``kernelkip.distill`` runs any of them.
 """
 from dataclasses import dataclass
 
@@ -11,11 +12,13 @@ import numpy as np
 
 from . import _validation, krr, losses
 from .arch import Serial
+from .features import RandomFeatures, features, features_vjp, sample_weights
 from .kernels import kernel_pullback
 from .kernels.recursion import kernel_rows_pullback
 from .kernels.recursion import GETS
 
-__all__ = ["kip_loss", "kip_value_and_grad", "KIP", "kip", "label_solve"]
+__all__ = ["kip_loss", "kip_value_and_grad", "KIP", "kip", "rfad_value_and_grad", "rfad_loss",
+           "RFAD", "rfad", "label_solve"]
 
 
 def _check_problem(x_support, y_support, x_target, y_target, check_finite):
@@ -176,6 +179,132 @@ def kip(arch, *, kernel="ntk", reg=1e-6, ridge_scale="trace", reduction="mean", 
     'ntk'
     """
     return KIP(arch, kernel, reg, ridge_scale, reduction, engine)
+
+
+def _outer_loss(loss, pred, y_t, log_temp, reduction):
+    """``(value, dL/dpred, dL/dlog_temp)`` of the MSE or Platt outer loss."""
+    if loss == "mse":
+        value, grad_pred = losses.mse_grad(pred, y_t, reduction)
+        return value, grad_pred, 0.0
+    return losses.platt_xent_grad(pred, y_t, log_temp, reduction)
+
+
+def rfad_value_and_grad(x_support, y_support, x_target, y_target, rf, weights, *,
+                        loss="platt", log_temp=0.0, reg=5e-3, ridge_scale="trace",
+                        reduction="mean", check_finite=True):
+    """RFAD loss and its gradients for one draw of random networks (``docs/math/rfad.md``).
+
+    ``K = Phi Phi^T + b_d**2`` with ``Phi`` the random features (eq. rf.1); the targets' features
+    need no gradient, the support's are pulled back through the networks by hand.
+
+    Returns
+    -------
+    dict with ``loss``, ``grad_x_support``, ``grad_y_support``, ``grad_log_temp`` (0 for MSE),
+    ``pred`` (float64 target predictions) and ``ridge``.
+    """
+    _validation.check_choice(loss, "loss", losses.LOSSES)
+    x_s, y_s, x_t, y_t = _check_problem(x_support, y_support, x_target, y_target, check_finite)
+    if not np.isfinite(log_temp):
+        raise ValueError(f"log_temp must be finite, got {log_temp!r}")
+    b2 = rf.head.b_std ** 2
+    phi_s, tape = features(x_s, weights, rf, save=True, check_finite=False)
+    phi_t = features(x_t, weights, rf, check_finite=False)
+    p_s = phi_s.astype(np.float64)
+    k_ss = p_s @ p_s.T + b2                                                 # eq. (rf.1)
+    alpha, fac = krr.solve(k_ss, y_s, reg, ridge_scale)                     # eq. (krr.1)
+    k_ts = (phi_t @ phi_s.T).astype(np.float64) + b2
+    pred = k_ts @ alpha
+    value, grad_pred, grad_log_temp = _outer_loss(loss, pred, np.asarray(y_t, np.float64),
+                                                  log_temp, reduction)
+    grad_k_ts = grad_pred @ alpha.T                                          # eq. (krr.3)
+    grad_k_ss, grad_y_s = krr.solve_vjp(fac, alpha, k_ts.T @ grad_pred)      # eq. (krr.4-5)
+    # K_ss = Phi_s Phi_s^T + b^2, K_ts = Phi_t Phi_s^T + b^2                eq. (rf.3)
+    grad_phi_s = (grad_k_ss + grad_k_ss.T) @ p_s + grad_k_ts.T @ phi_t.astype(np.float64)
+    grad_x = features_vjp(tape, grad_phi_s)
+    return {"loss": value, "grad_x_support": grad_x.astype(x_s.dtype, copy=False),
+            "grad_y_support": grad_y_s.astype(y_s.dtype), "grad_log_temp": grad_log_temp,
+            "pred": pred, "ridge": fac.ridge}
+
+
+def rfad_loss(x_support, y_support, x_target, y_target, rf, weights, **kwargs):
+    """``(loss, grad_x_support, grad_y_support, grad_log_temp)`` of RFAD for one network draw.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelkip as kk
+    >>> rng = np.random.default_rng(0)
+    >>> rf = kk.RandomFeatures(kk.ConvNet(2), width=8, models=2)
+    >>> w = kk.sample_weights(rf, (8, 8, 1), rng)
+    >>> xs, xt = rng.normal(size=(4, 8, 8, 1)), rng.normal(size=(6, 8, 8, 1))
+    >>> ys, yt = np.eye(2)[[0, 1, 0, 1]], np.eye(2)[[0, 1, 1, 0, 0, 1]]
+    >>> loss, g_x, g_y, g_t = kk.rfad_loss(xs.astype(np.float32), ys, xt, yt, rf, w)
+    >>> g_x.shape, g_y.shape
+    ((4, 8, 8, 1), (4, 2))
+    """
+    out = rfad_value_and_grad(x_support, y_support, x_target, y_target, rf, weights, **kwargs)
+    return out["loss"], out["grad_x_support"], out["grad_y_support"], out["grad_log_temp"]
+
+
+@dataclass(frozen=True)
+class RFAD:
+    """The RFAD objective for :func:`kernelkip.distill` (build it with :func:`rfad`).
+
+    Each call draws ``rf.models`` fresh networks from the run's generator. With
+    ``loss="platt"`` the parameters include ``log_temp`` (shape ``(1,)``), the log of the
+    softmax temperature.
+    """
+
+    rf: RandomFeatures
+    loss: str = "platt"
+    reg: float = 5e-3
+    ridge_scale: str = "trace"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _validation.check_choice(self.loss, "loss", losses.LOSSES)
+        _validation.check_choice(self.ridge_scale, "ridge_scale", krr.RIDGE_SCALES)
+        _validation.check_choice(self.reduction, "reduction", losses.REDUCTIONS)
+        _validation.check_positive(self.reg, "reg")
+
+    needs_rng = True
+
+    @property
+    def param_names(self):
+        return ("x_support", "y_support") + (("log_temp",) if self.loss == "platt" else ())
+
+    def __call__(self, params, batch, rng):
+        x_target, y_target = batch
+        x_s = params["x_support"]
+        weights = sample_weights(self.rf, np.shape(x_s)[1:], rng, np.asarray(x_s).dtype)
+        log_temp = float(np.ravel(params["log_temp"])[0]) if self.loss == "platt" else 0.0
+        out = rfad_value_and_grad(x_s, params["y_support"], x_target, y_target, self.rf, weights,
+                                  loss=self.loss, log_temp=log_temp, reg=self.reg,
+                                  ridge_scale=self.ridge_scale, reduction=self.reduction)
+        grads = {"x_support": out["grad_x_support"], "y_support": out["grad_y_support"]}
+        info = {"target_acc": losses.accuracy(out["pred"], np.asarray(y_target))}
+        if self.loss == "platt":
+            grads["log_temp"] = np.full(np.shape(params["log_temp"]), out["grad_log_temp"])
+            info["temperature"] = float(np.exp(log_temp))
+        return out["loss"], grads, info
+
+    def to_dict(self):
+        return {"method": "rfad", "rf": self.rf.to_dict(), "loss": self.loss, "reg": self.reg,
+                "ridge_scale": self.ridge_scale, "reduction": self.reduction}
+
+
+def rfad(arch, *, width=128, models=8, loss="platt", reg=5e-3, ridge_scale="trace",
+         reduction="mean"):
+    """Build the RFAD objective (Loo et al. 2022): random-feature NNGP of ``models`` random
+    finite versions of ``arch`` (``width`` channels), KRR, and a Platt or MSE outer loss.
+
+    Examples
+    --------
+    >>> import kernelkip as kk
+    >>> obj = kk.objectives.rfad(kk.ConvNet(3))
+    >>> obj.param_names
+    ('x_support', 'y_support', 'log_temp')
+    """
+    return RFAD(RandomFeatures(arch, width, models), loss, reg, ridge_scale, reduction)
 
 
 def label_solve(x_support, x_target, y_target, arch, *, kernel="ntk", reg=1e-6,
