@@ -17,7 +17,8 @@ from .kernels import (kernel, kernel_pullback, nngp, nngp_pullback, nngp_vjp,  #
                       ntk, ntk_pullback, ntk_vjp)
 
 # random features of finite networks (RFAD)
-from .features import RandomFeatures, features, features_vjp, rf_kernel, sample_weights  # noqa: F401,E402,E501
+from . import features  # noqa: F401,E402 -- features(), features_vjp() live there
+from .features import RandomFeatures, rf_kernel, sample_weights  # noqa: F401,E402
 
 # kernel ridge regression and objectives
 from . import krr, losses, objectives  # noqa: F401,E402

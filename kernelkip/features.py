@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _features_numba as _loops
 from . import _validation
 from .arch import ABRelu, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Serial
 
@@ -147,15 +148,36 @@ def _pad_amount(layer):
     return (layer.filter - 1) // 2 if layer.padding == "SAME" else 0
 
 
-def im2col(x, f, pad, out=None):
+def im2col(x, f, pad):
     """Patches of ``x (n, H, W, C)``: ``(n * H' * W', f * f * C)``, window-major then channel,
-    matching the weight layout ``(f, f, C_in, C_out).reshape(f * f * C_in, C_out)``."""
+    matching the weight layout ``(f, f, C_in, C_out).reshape(f * f * C_in, C_out)``.
+
+    Numba's parallel loop when it is available, else :func:`im2col_numpy`."""
+    if not _loops.available:
+        return im2col_numpy(x, f, pad)
     n, h, w, c = x.shape
     ho, wo = h + 2 * pad - f + 1, w + 2 * pad - f + 1
-    if out is None:
-        out = np.empty((n, ho, wo, f * f, c), dtype=x.dtype)
-    else:
-        out = out.reshape(n, ho, wo, f * f, c)
+    out = np.empty((n, ho, wo, f * f, c), dtype=x.dtype)
+    _loops.im2col(np.ascontiguousarray(x), f, pad, out)
+    return out.reshape(n * ho * wo, f * f * c)
+
+
+def col2im(cols, shape, f, pad):
+    """Adjoint of :func:`im2col`: sums the patch cotangents back onto ``x``'s ``shape``."""
+    if not _loops.available:
+        return col2im_numpy(cols, shape, f, pad)
+    n, h, w, c = shape
+    ho, wo = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+    g = np.empty(shape, dtype=cols.dtype)
+    _loops.col2im(np.ascontiguousarray(cols).reshape(n, ho, wo, f * f, c), f, pad, g)
+    return g
+
+
+def im2col_numpy(x, f, pad):
+    """:func:`im2col` by ``f * f`` slice copies (the reference for the Numba loop)."""
+    n, h, w, c = x.shape
+    ho, wo = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+    out = np.empty((n, ho, wo, f * f, c), dtype=x.dtype)
     for dy in range(f):
         for dx in range(f):
             t = dy * f + dx
@@ -175,8 +197,8 @@ def im2col(x, f, pad, out=None):
     return out.reshape(n * ho * wo, f * f * c)
 
 
-def col2im(cols, shape, f, pad):
-    """Adjoint of :func:`im2col`: sums the patch cotangents back onto ``x``'s ``shape``."""
+def col2im_numpy(cols, shape, f, pad):
+    """:func:`col2im` by ``f * f`` slice additions (the reference for the Numba loop)."""
     n, h, w, c = shape
     ho, wo = h + 2 * pad - f + 1, w + 2 * pad - f + 1
     cols = cols.reshape(n, ho, wo, f * f, c)
@@ -274,15 +296,34 @@ def _check_input(x, weights, name, finite=True):
     return x
 
 
+def act_pool_fwd(z, act, window):
+    """``pool_fwd(act_fwd(z))`` in one pass (Numba), with the slope mask."""
+    n, h, w, c = z.shape
+    out = np.empty((n, h // window, w // window, c), dtype=z.dtype)
+    mask = np.empty(z.shape, dtype=np.bool_)
+    _loops.act_pool(np.ascontiguousarray(z), z.dtype.type(act.a), z.dtype.type(act.b), window,
+                    out, mask)
+    return out, mask
+
+
 def _one_network(x, convs, rf, masks):
     h = x
     it = iter(convs)
-    for layer in rf.body:
-        if isinstance(layer, Conv):
+    body = rf.body
+    fused = False
+    for k, layer in enumerate(body):
+        if fused:  # this pool ran with the activation before it
+            fused = False
+        elif isinstance(layer, Conv):
             w, b = next(it)
             h = conv_fwd(h, w, b, layer)
         elif isinstance(layer, ABRelu):
-            h, pos = act_fwd(h, layer)
+            fused = (_loops.available and k + 1 < len(body)
+                     and isinstance(body[k + 1], AvgPool))
+            if fused:
+                h, pos = act_pool_fwd(h, layer, body[k + 1].window)
+            else:
+                h, pos = act_fwd(h, layer)
             if masks is not None:
                 masks.append(pos)
         else:

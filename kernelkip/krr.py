@@ -86,7 +86,8 @@ def factor(k_ss, reg=1e-6, ridge_scale="trace"):
     Raises
     ------
     numpy.linalg.LinAlgError
-        ``k_ss`` holds NaN/inf, or even the eigendecomposition fallback fails.
+        ``k_ss`` holds NaN/inf, is zero with a zero ridge, or even the eigendecomposition
+        fallback fails.
 
     Warns
     -----
@@ -108,6 +109,11 @@ def factor(k_ss, reg=1e-6, ridge_scale="trace"):
         raise np.linalg.LinAlgError("k_ss contains NaN or inf; the kernel inputs are not finite "
                                     "or the kernel overflowed")
     ridge = ridge_value(k, reg, ridge_scale)
+    if ridge == 0 and not np.any(k):
+        raise np.linalg.LinAlgError("k_ss is identically zero, so a ridge relative to its trace "
+                                    "is zero too and the solve is undefined (every support "
+                                    "feature vanished?); use ridge_scale='absolute' or other "
+                                    "inputs")
     a = k + ridge * np.eye(k.shape[0])
     try:
         low, _ = scipy.linalg.cho_factor(a, lower=True, check_finite=False)

@@ -4,17 +4,13 @@ import pytest
 
 import kernelkip as kk
 from kernelkip import io, optim
-from kernelkip.data import class_balanced_sample, load_digits, one_hot_centered, standardize
+
+from .problems import check_resume_is_exact, digits_problem
 
 
 @pytest.fixture(scope="module")
 def digits():
-    ds = load_digits()
-    x_train, x_test, _ = standardize(ds.x_train, ds.x_test)
-    x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
-    y_train = one_hot_centered(ds.y_train, 10, dtype=np.float64)
-    idx = class_balanced_sample(ds.y_train, 2, np.random.default_rng(0), 10)
-    return ds, x_train, y_train, x_test, {"x_support": x_train[idx], "y_support": y_train[idx]}
+    return digits_problem(np.float64, per_class=2)
 
 
 def _run(digits, steps, **kwargs):
@@ -41,21 +37,8 @@ def test_distill_improves_test_accuracy_over_initial_support(digits):
 
 
 def test_interrupted_run_resumes_bit_identical(digits, tmp_path):
-    full = _run(digits, 25)
-
-    def interrupt_at_11(step, params, record):
-        if step == 11:
-            raise KeyboardInterrupt
-
-    ckpt = tmp_path / "ckpt.npz"
-    with pytest.raises(KeyboardInterrupt, match="step 11"):
-        _run(digits, 25, checkpoint=ckpt, checkpoint_every=5, callback=interrupt_at_11)
-    assert io.load_checkpoint(ckpt)[1]["step"] == 11
-    resumed = _run(digits, 25, checkpoint=ckpt, checkpoint_every=5)
-    assert resumed.resumed_from == 11 and resumed.nit == 25
-    for name in full.params:
-        np.testing.assert_array_equal(resumed.params[name], full.params[name])
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    check_resume_is_exact(lambda steps, **kw: _run(digits, steps, **kw), 25, 11,
+                          tmp_path / "ckpt.npz")
 
 
 def test_checkpoint_from_another_problem_is_refused(digits, tmp_path):

@@ -26,7 +26,7 @@ LEVELS = [
     ["_threads", "_progress", "_deps", "backend", "_validation"],
     [("arch", "io"), "data.preprocess", "data.loaders", "data"],
     [("kernels._activations_numba", "kernels._activations_cupy"),
-     ("kernels._conv_numba", "kernels._conv_cupy")],
+     ("kernels._conv_numba", "kernels._conv_cupy"), "_features_numba"],
     ["kernels.state",
      ("kernels.inputs", "kernels.dense", "kernels.activations", "kernels.pool", "features"),
      "kernels.conv", "kernels.recursion", "kernels"],
