@@ -213,21 +213,100 @@ def col2im_numpy(cols, shape, f, pad):
     return g
 
 
-def conv_fwd(x, w, b, layer):
-    """``z = im2col(x) @ W + b`` (eq. rf.2)."""
-    n = x.shape[0]
+def _buffer(work, key, shape, dtype, zero=False):
+    """A scratch array: fresh without ``work``, else kept in the dict ``work`` under ``key``
+    and reused while the shape matches (large fresh arrays cost page faults on every call).
+    ``zero`` zeroes it when it is made; callers write only what they change."""
+    shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+    if work is not None:
+        buf = work.get(key)
+        if buf is not None and buf.shape == shape and buf.dtype == dtype:
+            return buf
+    buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    if work is not None:
+        work[key] = buf
+    return buf
+
+
+# Winograd F(2x2, 3x3) transforms (eq. rf.10): U = G g G^T per filter; B^T, A^T in the loops
+_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+# a conv runs as Winograd when it is 3x3 SAME with at least this many input channels, and as a
+# direct loop when its patches have at most _DIRECT_MAX numbers (a GEMM that short is slow)
+_WINO_MIN_CHANNELS = 16
+_DIRECT_MAX = 32
+
+
+def conv_method(f, pad, c_in):
+    """Which algorithm :func:`conv_fwd` uses: ``"winograd"``, ``"direct"`` or ``"im2col"``."""
+    if not _loops.available:
+        return "im2col"
+    if f == 3 and pad == 1 and c_in >= _WINO_MIN_CHANNELS:
+        return "winograd"
+    if f * f * c_in <= _DIRECT_MAX:
+        return "direct"
+    return "im2col"
+
+
+def _conv_winograd(x, w, b, z, work, key):
+    n, h, wd, c = x.shape
+    th, tw = (h + 1) // 2, (wd + 1) // 2
+    xp = _buffer(work, key + ("xp",), (n, 2 * th + 2, 2 * tw + 2, c), x.dtype, zero=True)
+    xp[:, 1:h + 1, 1:wd + 1] = x
+    u = None if work is None else work.get(("U", id(w)))
+    if u is None:  # transformed once per filter and call (the work dict lives for one call)
+        u = np.einsum("ak,klco,bl->abco", _WINO_G, w.reshape(3, 3, c, -1).astype(np.float64),
+                      _WINO_G).reshape(16, c, -1).astype(x.dtype)
+        if work is not None:
+            work[("U", id(w))] = u
+    v = _buffer(work, key + ("v",), (16, n * th * tw, c), x.dtype)
+    _loops.wino_in(xp, th, tw, v)
+    m = _buffer(work, key + ("m",), (16, n * th * tw, w.shape[1]), x.dtype)
+    for k in range(16):
+        np.matmul(v[k], u[k], out=m[k])
+    _loops.wino_out(m, np.ascontiguousarray(b, dtype=x.dtype), th, tw, z)
+    return z
+
+
+def conv(x, w, b, f, pad, method=None, work=None, key=()):
+    """Stride-1 convolution ``z[p] = sum_d x[p + d - pad] W[d] + b`` of ``x (n, H, W, C)`` with
+    ``W (f * f * C, C_out)`` (eq. rf.2), by im2col + GEMM, a direct loop or Winograd F(2x2, 3x3)
+    (``conv_method``); all three agree to round-off."""
+    method = conv_method(f, pad, x.shape[3]) if method is None else method
+    n, h, wd, c = x.shape
+    ho, wo = h + 2 * pad - f + 1, wd + 2 * pad - f + 1
+    z = _buffer(work, key + ("z",), (n, ho, wo, w.shape[1]), x.dtype)
+    if method == "winograd":
+        return _conv_winograd(x, w, b, z, work, key)
+    if method == "direct":
+        xp = _buffer(work, key + ("xp",), (n, h + 2 * pad, wd + 2 * pad, c), x.dtype, zero=True)
+        xp[:, pad:pad + h, pad:pad + wd] = x
+        _loops.conv_direct(xp, np.ascontiguousarray(w), np.ascontiguousarray(b, dtype=x.dtype),
+                           f, z)
+        return z
+    zf = z.reshape(n * ho * wo, w.shape[1])
+    np.matmul(im2col(x, f, pad), w, out=zf)
+    zf += b
+    return z
+
+
+def conv_fwd(x, w, b, layer, work=None, key=()):
+    """The layer's convolution, eq. (rf.2)."""
+    return conv(x, w, b, layer.filter, _pad_amount(layer), work=work, key=key)
+
+
+def conv_vjp(g, w, x_shape, layer, work=None, key=()):
+    """``dx`` of :func:`conv_fwd` (eq. rf.6). SAME with wide inputs: the convolution of ``g``
+    with the filter turned by 180 degrees and its channel axes swapped; otherwise
+    ``col2im(dz @ W^T)``."""
     f, pad = layer.filter, _pad_amount(layer)
-    cols = im2col(x, f, pad)
-    z = cols @ w
-    z += b
-    ho, wo = x.shape[1] + 2 * pad - f + 1, x.shape[2] + 2 * pad - f + 1
-    return z.reshape(n, ho, wo, w.shape[1])
-
-
-def conv_vjp(g, w, x_shape, layer):
-    """``dx = col2im(dz @ W^T)`` (eq. rf.6)."""
-    cols = g.reshape(-1, w.shape[1]) @ w.T
-    return col2im(cols, x_shape, layer.filter, _pad_amount(layer))
+    c_in, c_out = x_shape[3], w.shape[1]
+    if layer.padding == "SAME" and conv_method(f, pad, c_out) == "winograd" \
+            and f * f * c_in > _DIRECT_MAX:
+        turned = w.reshape(f, f, c_in, c_out)[::-1, ::-1].transpose(0, 1, 3, 2)
+        return conv(np.ascontiguousarray(g), np.ascontiguousarray(turned).reshape(-1, c_in),
+                    np.zeros(c_in, dtype=g.dtype), f, pad, work=work, key=key)
+    cols = np.ascontiguousarray(g).reshape(-1, c_out) @ w.T
+    return col2im(cols, x_shape, f, pad)
 
 
 def act_fwd(z, layer):
@@ -296,17 +375,19 @@ def _check_input(x, weights, name, finite=True):
     return x
 
 
-def act_pool_fwd(z, act, window):
+def act_pool_fwd(z, act, window, work=None, key=(), keep_mask=True):
     """``pool_fwd(act_fwd(z))`` in one pass (Numba), with the slope mask."""
     n, h, w, c = z.shape
-    out = np.empty((n, h // window, w // window, c), dtype=z.dtype)
-    mask = np.empty(z.shape, dtype=np.bool_)
+    out = _buffer(work, key + ("pool",), (n, h // window, w // window, c), z.dtype)
+    mask = _buffer(None if keep_mask else work, key + ("mask",), z.shape, np.bool_)
     _loops.act_pool(np.ascontiguousarray(z), z.dtype.type(act.a), z.dtype.type(act.b), window,
                     out, mask)
     return out, mask
 
 
-def _one_network(x, convs, rf, masks):
+def _one_network(x, convs, rf, masks, work):
+    # intermediate arrays live in ``work`` (reused over chunks and networks); masks that are
+    # kept for the backward pass are fresh arrays
     h = x
     it = iter(convs)
     body = rf.body
@@ -316,12 +397,13 @@ def _one_network(x, convs, rf, masks):
             fused = False
         elif isinstance(layer, Conv):
             w, b = next(it)
-            h = conv_fwd(h, w, b, layer)
+            h = conv_fwd(h, w, b, layer, work, (k,))
         elif isinstance(layer, ABRelu):
             fused = (_loops.available and k + 1 < len(body)
                      and isinstance(body[k + 1], AvgPool))
             if fused:
-                h, pos = act_pool_fwd(h, layer, body[k + 1].window)
+                h, pos = act_pool_fwd(h, layer, body[k + 1].window, work, (k,),
+                                      keep_mask=masks is not None)
             else:
                 h, pos = act_fwd(h, layer)
             if masks is not None:
@@ -334,15 +416,19 @@ def _one_network(x, convs, rf, masks):
 
 
 def _chunk_rows(rf, image_shape, itemsize, chunk_bytes):
-    # the largest per-image buffer: an im2col matrix or a conv output
+    # the scratch of the widest conv layer per image: its output and the operands of its
+    # algorithm (im2col: the patch matrix; Winograd: the transformed input and products)
     per_image = 0
     for layer, (h, w, c) in zip(rf.body, rf.shapes(image_shape)):
         if isinstance(layer, Conv):
-            per_image = max(per_image, h * w * max(layer.filter ** 2 * c, rf.width))
-    return max(1, int(chunk_bytes // (3 * per_image * itemsize)))
+            f, pad = layer.filter, _pad_amount(layer)
+            method = conv_method(f, pad, c)
+            extra = {"im2col": f * f * c, "winograd": 4 * (c + rf.width), "direct": c}[method]
+            per_image = max(per_image, h * w * (rf.width + extra))
+    return max(1, int(chunk_bytes // (per_image * itemsize)))
 
 
-def features(x, weights, rf, *, save=False, chunk_bytes=2 ** 27, check_finite=True):
+def features(x, weights, rf, *, save=False, chunk_bytes=2 ** 28, check_finite=True):
     """The scaled random features ``Phi`` of ``x``: ``K = Phi Phi^T + b_d**2`` (eq. rf.1).
 
     Parameters
@@ -370,10 +456,11 @@ def features(x, weights, rf, *, save=False, chunk_bytes=2 ** 27, check_finite=Tr
     phi = np.empty((n, rf.models * f_count), dtype=x.dtype)
     masks = [[] for _ in range(rf.models)] if save else None
     rows = n if save else _chunk_rows(rf, weights.image_shape, x.dtype.itemsize, chunk_bytes)
+    work = {}
     for start in range(0, n, rows):
         xb = x[start:start + rows]
         for m, convs in enumerate(weights.convs):
-            out = _one_network(xb, convs, rf, masks[m] if save else None)
+            out = _one_network(xb, convs, rf, masks[m] if save else None, work)
             np.multiply(out, scale, out=phi[start:start + rows, m * f_count:(m + 1) * f_count])
     if not save:
         return phi
@@ -397,6 +484,7 @@ def features_vjp(tape, g_phi):
         _scale(rf, weights.image_shape))
     h, w, c = tape.shapes[-1]
     g_x = np.zeros((tape.n,) + tuple(weights.image_shape), dtype=weights.dtype)
+    work = {}
     for m, convs in enumerate(weights.convs):
         g = g_phi[:, m * f_count:(m + 1) * f_count]
         if isinstance(rf.readout, GlobalAvgPool):
@@ -405,15 +493,26 @@ def features_vjp(tape, g_phi):
             g = g.reshape(tape.n, h, w, c)
         masks = list(tape.masks[m])
         conv_it = reversed(convs)
-        for layer, shape in zip(reversed(rf.body), reversed(tape.shapes[:-1])):
-            in_shape = (tape.n,) + tuple(shape)
+        body = rf.body
+        k = len(body) - 1
+        while k >= 0:
+            layer, in_shape = body[k], (tape.n,) + tuple(tape.shapes[k])
             if isinstance(layer, Conv):
                 wm, _ = next(conv_it)
-                g = conv_vjp(g, wm, in_shape, layer)
+                g = conv_vjp(g, wm, in_shape, layer, work, (k,))
             elif isinstance(layer, ABRelu):
                 g = act_vjp(g, masks.pop(), layer)
+            elif _loops.available and k > 0 and isinstance(body[k - 1], ABRelu):
+                # eq. (rf.4)-(rf.5) in one pass, the adjoint of act_pool_fwd
+                k -= 1
+                act, z_shape = body[k], (tape.n,) + tuple(tape.shapes[k])
+                gz = _buffer(work, (k, "gz"), z_shape, g.dtype)
+                _loops.pool_act_vjp(np.ascontiguousarray(g), masks.pop(), g.dtype.type(act.a),
+                                    g.dtype.type(act.b), layer.window, gz)
+                g = gz
             else:
                 g = pool_vjp(g, in_shape, layer.window)
+            k -= 1
         g_x += g
     return g_x
 

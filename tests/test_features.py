@@ -33,6 +33,44 @@ def test_im2col_and_col2im_equal_numpy_and_are_adjoint(n, h, w, c, f, same, seed
     assert np.isclose(np.sum(cols * g), np.sum(x * back), rtol=1e-12)   # <Ax, g> = <x, A^T g>
 
 
+@given(n=st.integers(1, 2), h=st.integers(1, 7), w=st.integers(1, 7),
+       c=st.sampled_from([1, 3, 16, 19]), c_out=st.sampled_from([1, 5, 16]),
+       seed=st.integers(0, 2**32 - 1))
+def test_conv_methods_agree(n, h, w, c, c_out, seed):
+    """Winograd F(2x2, 3x3) (odd sizes included), the direct loop and im2col + GEMM give the
+    same 3x3 SAME convolution; the SAME adjoint by a turned filter equals col2im."""
+    if not F._loops.available:
+        pytest.skip("no Numba: im2col only")
+    rng = np.random.default_rng(seed)
+    x, wm, b = rng.normal(size=(n, h, w, c)), rng.normal(size=(9 * c, c_out)), rng.normal(
+        size=c_out)
+    want = F.conv(x, wm, b, 3, 1, method="im2col")
+    for method in ("winograd", "direct"):
+        np.testing.assert_allclose(F.conv(x, wm, b, 3, 1, method=method), want, rtol=1e-10,
+                                   atol=1e-10)
+    g = rng.normal(size=want.shape)
+    layer = kk.Conv(3, "SAME")
+    np.testing.assert_allclose(F.conv_vjp(g, wm, x.shape, layer),
+                               F.col2im_numpy(g.reshape(-1, c_out) @ wm.T, x.shape, 3, 1),
+                               rtol=1e-10, atol=1e-10)
+
+
+@given(n=st.integers(1, 2), h=st.integers(2, 7), w=st.integers(2, 7), c=st.integers(1, 5),
+       a=st.sampled_from([0.0, 0.2]), seed=st.integers(0, 2**32 - 1))
+def test_fused_pool_and_activation_adjoint(n, h, w, c, a, seed):
+    if not F._loops.available:
+        pytest.skip("no Numba: the fused loop is not used")
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, h, w, c))
+    act = kk.ABRelu(a, 1.3)
+    _, mask = F.act_pool_fwd(z, act, 2)
+    gp = rng.normal(size=(n, h // 2, w // 2, c))
+    gz = np.empty_like(z)
+    F._loops.pool_act_vjp(gp, mask, a, 1.3, 2, gz)
+    np.testing.assert_allclose(gz, F.act_vjp(F.pool_vjp(gp, z.shape, 2), mask, act),
+                               rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("a, b", [(0.0, 1.0), (0.2, 1.5)])
 def test_fused_activation_and_pool_equal_the_separate_ops(a, b):
     rng = np.random.default_rng(0)
@@ -99,7 +137,8 @@ def rf_problems(draw, max_blocks=2):
             hh, ww = hh // 2, ww // 2
     layers += [draw(st.sampled_from([kk.Flatten(), kk.GlobalAvgPool()])),
                kk.Dense(draw(st.floats(0.8, 1.6)), draw(st.floats(0.0, 0.4)))]
-    rf = kk.RandomFeatures(kk.serial(*layers), width=draw(st.integers(1, 6)),
+    # widths of 16 and more send 3x3 SAME convs through Winograd
+    rf = kk.RandomFeatures(kk.serial(*layers), width=draw(st.sampled_from([1, 2, 3, 5, 16, 17])),
                            models=draw(st.integers(1, 3)))
     return rf, (h, w, c), draw(st.integers(0, 2**32 - 1))
 
