@@ -26,5 +26,5 @@ from .objectives import kip_loss, label_solve, rfad_loss  # noqa: F401,E402
 
 # the outer loop and evaluation
 from . import optim  # noqa: F401,E402
-from .distill import DistillResult, TargetSampler, distill  # noqa: F401,E402
+from .distill import DistillResult, EarlyStopping, TargetSampler, distill  # noqa: F401,E402
 from .evaluate import krr_accuracy, krr_predict  # noqa: F401,E402

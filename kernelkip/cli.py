@@ -24,8 +24,10 @@ from .objectives import kip, label_solve, rfad
 KERNELS = ("fc-ntk", "fc-nngp", "conv-ntk", "conv-nngp")
 METHODS = ("kip", "rfad")
 # per-method defaults of options left unset (RFAD: Loo et al. 2022's ridge and loss)
-_DEFAULTS = {"kip": {"kernel": "fc-ntk", "reg": 1e-6, "lr": 0.04, "loss": "mse"},
-             "rfad": {"kernel": "conv-nngp", "reg": 5e-3, "lr": 0.01, "loss": "platt"}}
+_DEFAULTS = {"kip": {"kernel": "fc-ntk", "reg": 1e-6, "lr": 0.04, "loss": "mse",
+                     "target_batch": 5000},
+             "rfad": {"kernel": "conv-nngp", "reg": 5e-3, "lr": 0.01, "loss": "platt",
+                      "target_batch": 500}}
 PREPROCESS = ("standardize", "zca", "layernorm", "none")
 # options that may change between a run and its resumption
 _RESUMABLE = ("steps", "eval_every", "checkpoint_every", "progress", "overwrite", "command",
@@ -247,9 +249,17 @@ def cmd_evaluate(args):
     ds, _, _, x_test = _prepare(cfg)
     reg = cfg["reg"] if args.reg is None else args.reg
     t0 = time.perf_counter()
+    if args.rf_models:
+        # the random-feature kernel of rf_models networks of the run's width, fixed seed
+        if _parse_kernel(kernel_spec) != ("conv", "nngp"):
+            raise ValueError(f"--rf-models estimates the ConvNet NNGP; the kernel is "
+                             f"{kernel_spec}")
+        arch = RandomFeatures(arch, cfg.get("width", 128), args.rf_models)
+        kernel_spec = f"rf{args.rf_models}"
     acc = krr_accuracy(x_s.astype(x_test.dtype), y_s, x_test, ds.y_test, arch,
-                       kernel=_parse_kernel(kernel_spec)[1], reg=reg, block_size=args.block_size,
-                       engine=cfg.get("engine", "auto"), progress=args.progress)
+                       kernel=_parse_kernel(cfg_eval["kernel"])[1], reg=reg,
+                       block_size=args.block_size, engine=cfg.get("engine", "auto"),
+                       progress=args.progress, seed=args.seed)
     result = {"run": str(run), "source": source.name, "kernel": kernel_spec, "reg": reg,
               "n_test": int(len(ds.y_test)), "test_acc": acc,
               "seconds": time.perf_counter() - t0}
@@ -304,8 +314,9 @@ def _add_problem_args(p):
                    help=f"one of {sorted(ACTIVATIONS)} ('leaky_relu:ALPHA')")
     p.add_argument("--reg", type=float, default=None,
                    help="ridge, relative to trace(K_ss)/n (default: 1e-6 for KIP, 5e-3 for RFAD)")
-    p.add_argument("--target-batch", type=int, default=5000,
-                   help="class-balanced target batch size, resampled each step")
+    p.add_argument("--target-batch", type=int, default=None,
+                   help="class-balanced target batch size, resampled each step (default: 5000 "
+                        "for KIP, 500 for RFAD)")
     p.add_argument("--preprocess", default="standardize", choices=PREPROCESS)
     p.add_argument("--zca-strength", type=float, default=0.1)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -367,6 +378,10 @@ def build_parser():
     p.add_argument("--kernel", default=None, choices=KERNELS, help="default: the run's kernel")
     p.add_argument("--reg", type=float, default=None, help="default: the run's reg")
     p.add_argument("--block-size", type=int, default=2000)
+    p.add_argument("--rf-models", type=int, default=0,
+                   help="score with the random-feature kernel of this many ConvNets instead "
+                        "of the exact kernel (conv-nngp runs)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the --rf-models networks")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.set_defaults(func=cmd_evaluate)

@@ -252,12 +252,16 @@ def _conv_winograd(x, w, b, z, work, key):
     th, tw = (h + 1) // 2, (wd + 1) // 2
     xp = _buffer(work, key + ("xp",), (n, 2 * th + 2, 2 * tw + 2, c), x.dtype, zero=True)
     xp[:, 1:h + 1, 1:wd + 1] = x
-    u = None if work is None else work.get(("U", id(w)))
-    if u is None:  # transformed once per filter and call (the work dict lives for one call)
+    # transformed once per filter and call (the work dict lives for one call); the entry keeps
+    # the filter itself, so a freed temporary whose id is reused cannot match
+    cached = None if work is None else work.get(("U", id(w)))
+    if cached is not None and cached[0] is w:
+        u = cached[1]
+    else:
         u = np.einsum("ak,klco,bl->abco", _WINO_G, w.reshape(3, 3, c, -1).astype(np.float64),
                       _WINO_G).reshape(16, c, -1).astype(x.dtype)
         if work is not None:
-            work[("U", id(w))] = u
+            work[("U", id(w))] = (w, u)
     v = _buffer(work, key + ("v",), (16, n * th * tw, c), x.dtype)
     _loops.wino_in(xp, th, tw, v)
     m = _buffer(work, key + ("m",), (16, n * th * tw, w.shape[1]), x.dtype)

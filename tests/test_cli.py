@@ -1,6 +1,7 @@
 """The kernelkip command, run the way a user runs it."""
 import json
 
+import numpy as np
 import pytest
 
 from kernelkip import cli, io
@@ -57,6 +58,9 @@ def test_label_solve_baseline(tmp_path, capsys):
     (["--ipc", "500"], "ipc 500 is larger than class"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent-dir"], "nonexistent-dir"),
     (["--activation", "swish"], "unknown activation"),
+    (["--loss", "platt"], "RFAD option"),
+    (["--method", "rfad", "--kernel", "fc-nngp"], "use --kernel conv-nngp"),
+    (["--method", "rfad", "--patience", "2"], "needs a validation split"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, capsys, argv, message):
     code, _ = _distill(tmp_path, *argv)
@@ -80,3 +84,49 @@ def test_distill_a_convnet_under_a_cpu_budget(tmp_path, capsys):
     assert 0 <= summary["final_test_acc"] <= 1 and summary["optimisation_cpu_seconds"] > 0
     config = json.loads((out / "config.json").read_text())
     assert config["depth"] == 1 and config["readout"] == "gap" and config["extra_conv"]
+
+
+def _rfad(tmp_path, *extra):
+    return _distill(tmp_path, "--method", "rfad", "--depth", "2", "--width", "8", "--models",
+                    "2", "--eval-models", "4", "--lr", "0.05", *extra)
+
+
+def test_rfad_run_through_the_command(tmp_path, capsys):
+    code, out = _rfad(tmp_path)
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["kernel"], config["reg"], config["loss"]) == ("conv-nngp", 5e-3, "platt")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "rfad" and summary["steps"] == 6
+    assert 0 <= summary["final_test_acc"] <= 1 and 0 <= summary["final_test_acc_rf"] <= 1
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["temperature"] > 0 for r in log if "loss" in r)
+    arrays, _ = io.load_checkpoint(out / "checkpoint.npz")
+    assert arrays["param/log_temp"].shape == (1,)
+    capsys.readouterr()
+    # the exact kernel reproduces the run's last score; the random-feature kernel is fixed-seed
+    assert cli.main(["evaluate", str(out), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == pytest.approx(
+        summary["final_test_acc"])
+    scores = []
+    for _ in range(2):
+        assert cli.main(["evaluate", str(out), "--rf-models", "3", "--no-progress"]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["test_acc"])
+    assert scores[0] == scores[1] and (out / "eval-rf3.json").exists()
+    # resuming continues with the same networks and temperature
+    code, out = _rfad(tmp_path, "--steps", "8")
+    assert code == 0 and json.loads((out / "summary.json").read_text())["resumed_from"] == 6
+
+
+def test_rfad_early_stopping_keeps_the_best_support_set(tmp_path, capsys):
+    code, out = _rfad(tmp_path, "--steps", "40", "--eval-every", "1", "--val-size", "100",
+                      "--patience", "2", "--lr", "0.5")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    vals = [r["val_acc"] for r in log if "val_acc" in r]
+    assert summary["best_val_acc"] == max(vals)
+    assert summary["stopped_early"] == (summary["steps"] < 40)
+    best, _ = io.load_checkpoint(out / "best.npz")
+    final, _ = io.load_checkpoint(out / "distilled.npz")
+    np.testing.assert_array_equal(final["x_support"], best["x_support"])

@@ -409,3 +409,24 @@ def test_bad_input_gets_a_clear_error():
     _, tape = F.features(x, w, rf, save=True)
     with pytest.raises(ValueError, match="cotangent has shape"):
         F.features_vjp(tape, np.ones((3, 5)))
+
+
+def test_backward_of_many_networks_is_the_sum_over_single_networks():
+    """Each network's pullback uses its own (Winograd-transformed) filters: pulling back through
+    M networks at once equals the sum of M one-network pullbacks."""
+    rng = np.random.default_rng(8)
+    rf = kk.RandomFeatures(kk.ConvNet(2), width=16, models=4)
+    x = rng.normal(size=(3, 8, 8, 2))
+    w = kk.sample_weights(rf, (8, 8, 2), rng, np.float64)
+    phi, tape = F.features(x, w, rf, save=True)
+    c = rng.normal(size=phi.shape)
+    got = F.features_vjp(tape, c)
+    one = kk.RandomFeatures(rf.arch, width=16, models=1)
+    f_count = rf.feature_count((8, 8, 2))
+    want = 0
+    for m in range(4):
+        wm = F.Weights((w.convs[m],), w.image_shape, w.dtype)
+        _, tape_m = F.features(x, wm, one, save=True)
+        # one network's features are scaled by sqrt(M) more than in the M-network Phi
+        want = want + F.features_vjp(tape_m, c[:, m * f_count:(m + 1) * f_count]) / 2.0
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
