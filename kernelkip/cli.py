@@ -93,9 +93,13 @@ def _check_resume(out, cfg, overwrite):
             (out / name).unlink(missing_ok=True)
 
 
+def _support_indices(cfg, ds):
+    return class_balanced_sample(ds.y_train, cfg["ipc"], np.random.default_rng(cfg["seed"]),
+                                 ds.num_classes)
+
+
 def _initial_support(cfg, ds, x_train, y_train):
-    rng = np.random.default_rng(cfg["seed"])
-    idx = class_balanced_sample(ds.y_train, cfg["ipc"], rng, ds.num_classes)
+    idx = _support_indices(cfg, ds)
     return x_train[idx].copy(), y_train[idx].copy(), ds.y_train[idx].copy()
 
 
@@ -121,13 +125,15 @@ def _objective(cfg, arch):
 
 
 def _split_validation(cfg, ds, x_train, y_train):
-    """Hold out ``val_size`` class-balanced training images (never drawn as targets)."""
+    """Hold out ``val_size`` class-balanced training images: never drawn as targets, and
+    disjoint from the initial support set (else validation would score images it holds)."""
     labels = ds.y_train
     if not cfg.get("val_size"):
         return x_train, y_train, labels, None
     per_class = max(1, cfg["val_size"] // ds.num_classes)
-    val = class_balanced_sample(labels, per_class, np.random.default_rng([cfg["seed"], 4]),
-                                ds.num_classes)
+    pool = np.setdiff1d(np.arange(len(labels)), _support_indices(cfg, ds))
+    val = pool[class_balanced_sample(labels[pool], per_class,
+                                     np.random.default_rng([cfg["seed"], 4]), ds.num_classes)]
     keep = np.setdiff1d(np.arange(len(labels)), val)
     return x_train[keep], y_train[keep], labels[keep], (x_train[val], labels[val])
 
