@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kernelkip import cli, io
+from kernelkip.data import load_dataset
 
 
 def _distill(tmp_path, *extra):
@@ -118,6 +119,18 @@ def test_rfad_run_through_the_command(tmp_path, capsys):
     assert code == 0 and json.loads((out / "summary.json").read_text())["resumed_from"] == 6
 
 
+def test_validation_split_is_disjoint_from_support_and_targets():
+    ds = load_dataset("digits")
+    cfg = {"seed": 0, "ipc": 5, "val_size": 200}
+    x = np.arange(len(ds.y_train), dtype=float)[:, None]        # each row names its image
+    x_t, _, labels_t, (x_v, labels_v) = cli._split_validation(cfg, ds, x, x)
+    support = set(cli._support_indices(cfg, ds).tolist())
+    val, targets = set(x_v[:, 0].astype(int).tolist()), set(x_t[:, 0].astype(int).tolist())
+    assert len(val) == 200 and not val & support and not val & targets
+    assert len(targets) == len(ds.y_train) - 200
+    np.testing.assert_array_equal(labels_v, ds.y_train[x_v[:, 0].astype(int)])
+
+
 def test_rfad_early_stopping_keeps_the_best_support_set(tmp_path, capsys):
     code, out = _rfad(tmp_path, "--steps", "40", "--eval-every", "1", "--val-size", "100",
                       "--patience", "2", "--lr", "0.5")
@@ -126,7 +139,8 @@ def test_rfad_early_stopping_keeps_the_best_support_set(tmp_path, capsys):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     vals = [r["val_acc"] for r in log if "val_acc" in r]
     assert summary["best_val_acc"] == max(vals)
-    assert summary["stopped_early"] == (summary["steps"] < 40)
+    # stopped exactly `patience` evaluations after the best one (every step is evaluated)
+    assert summary["stopped_early"] and summary["steps"] == summary["best_step"] + 2
     best, _ = io.load_checkpoint(out / "best.npz")
     final, _ = io.load_checkpoint(out / "distilled.npz")
     np.testing.assert_array_equal(final["x_support"], best["x_support"])
