@@ -4,7 +4,7 @@ import numpy as np
 from .backend import array_namespace
 
 __all__ = ["check_array", "check_pair", "check_finite", "check_labels", "check_choice",
-           "check_positive"]
+           "check_positive", "check_float_dtype"]
 
 _FLOATS = (np.float32, np.float64)
 
@@ -99,6 +99,21 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
     return value
+
+
+def check_float_dtype(dtype, name):
+    """Return ``np.dtype(dtype)``; raise ``ValueError`` unless it is float32 or float64.
+
+    For arrays that reach compiled loops, which are typed for these two only (float16 fails
+    there with a typing error, and integers truncate random draws to 0).
+    """
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if d not in _FLOATS:
+        raise ValueError(f"{name} must be float32 or float64, got {d}")
+    return d
 
 
 def check_positive(value, name, *, strict=False):

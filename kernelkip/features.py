@@ -17,7 +17,7 @@ images (pooling, activation and convolution adjoints, eq. rf.4-rf.6).
 Convolutions are im2col + one BLAS GEMM per layer; images go through in chunks whose largest
 buffer is about ``chunk_bytes``, so memory stays bounded for any number of images.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from . import _features_numba as _loops
 from . import _validation
 from .arch import ABRelu, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Serial
 
-__all__ = ["RandomFeatures", "Weights", "sample_weights", "features", "features_vjp",
-           "rf_kernel", "FeatureTape"]
+__all__ = ["RandomFeatures", "Weights", "sample_weights", "check_weights", "features",
+           "features_vjp", "rf_kernel", "FeatureTape"]
 
 
 # ----------------------------------------------------------------------------- the network
@@ -107,16 +107,64 @@ class RandomFeatures:
 
 @dataclass(frozen=True)
 class Weights:
-    """The drawn weights: ``convs[m][l] = (W (filter**2 * C_in, C_out), b (C_out,))``, already
-    scaled by ``W_std / sqrt(fan_in)`` and ``b_std``."""
+    """The drawn weights of ``models`` networks, and what they were drawn for.
+
+    Attributes
+    ----------
+    convs : tuple
+        ``convs[m][l] = (W, b)`` for conv layer ``l`` of network ``m``: ``W`` of shape
+        ``(filter**2 * C_in, width)`` already scaled by ``W_std / sqrt(fan_in)``, ``b`` of
+        shape ``(width,)`` scaled by ``b_std``.
+    image_shape : tuple of int
+        ``(H, W, C)`` of the images the networks take.
+    dtype : numpy.dtype
+        float32 or float64: the dtype of every array, and of the features.
+    rf : RandomFeatures or None
+        The value they were drawn for (:func:`sample_weights` sets it). Every consumer refuses
+        weights drawn for another one (:func:`check_weights`): ``W_std`` and ``b_std`` are baked
+        into the arrays, where no shape check can see them. ``None`` (weights put together by
+        hand) leaves the shape and dtype checks only.
+    """
 
     convs: tuple
     image_shape: tuple
     dtype: np.dtype
+    rf: "RandomFeatures" = None
+
+
+def _check_image_shape(image_shape):
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}")
+    return shape
 
 
 def sample_weights(rf, image_shape, rng, dtype=np.float32):
     """Draw ``rf.models`` networks for images of ``image_shape = (H, W, C)`` from ``rng``.
+
+    Parameters
+    ----------
+    rf : RandomFeatures
+    image_shape : tuple of int
+        ``(H, W, C)``.
+    rng : numpy.random.Generator
+    dtype : {float32, float64}
+        Of the weights, and so of the features computed with them.
+
+    Returns
+    -------
+    weights : Weights
+        Records ``rf`` and ``image_shape``; :func:`features`, :func:`rf_kernel` and
+        ``kk.rfad_loss`` refuse them for any other.
+
+    Raises
+    ------
+    ValueError
+        ``dtype`` other than float32/float64 (integer weights would truncate to 0, and the
+        compiled loops have no float16), or a bad ``image_shape``.
 
     Examples
     --------
@@ -126,7 +174,10 @@ def sample_weights(rf, image_shape, rng, dtype=np.float32):
     >>> len(w.convs), w.convs[0][1][0].shape
     (3, (72, 8))
     """
-    dtype = np.dtype(dtype)
+    if not isinstance(rf, RandomFeatures):
+        raise TypeError(f"rf must be a kk.RandomFeatures, got {type(rf).__name__}")
+    dtype = _validation.check_float_dtype(dtype, "weights")
+    image_shape = _check_image_shape(image_shape)
     shapes = rf.shapes(image_shape)
     convs = []
     for _ in range(rf.models):
@@ -138,7 +189,102 @@ def sample_weights(rf, image_shape, rng, dtype=np.float32):
                 b = rng.standard_normal(rf.width) * layer.b_std
                 layers.append((w.astype(dtype), b.astype(dtype)))
         convs.append(tuple(layers))
-    return Weights(tuple(convs), tuple(int(s) for s in image_shape), dtype)
+    return Weights(tuple(convs), image_shape, dtype, rf)
+
+
+def _spec_difference(drawn, called):
+    """``RandomFeatures(...)`` of only the fields in which two values differ, for messages."""
+    a, b = [], []
+    for name in ("models", "width"):
+        if getattr(drawn, name) != getattr(called, name):
+            a.append(f"{name}={getattr(drawn, name)}")
+            b.append(f"{name}={getattr(called, name)}")
+    la, lb = tuple(drawn.arch), tuple(called.arch)
+    if len(la) != len(lb):
+        for layers, out in ((la, a), (lb, b)):
+            convs = sum(isinstance(layer, Conv) for layer in layers)
+            out.append(f"arch of {len(layers)} layers ({convs} Conv)")
+    else:
+        for i, (p, q) in enumerate(zip(la, lb)):
+            if p != q:
+                if type(p) is type(q):   # name the differing fields only (W_std, say)
+                    names = [f.name for f in fields(p) if getattr(p, f.name) != getattr(q, f.name)]
+                    p, q = (f"{type(v).__name__}(" + ", ".join(
+                        f"{n}={getattr(v, n)!r}" for n in names) + ")" for v in (p, q))
+                a.append(f"layer {i}: {p}")
+                b.append(f"layer {i}: {q}")
+                break
+    return f"RandomFeatures({', '.join(a)})", f"RandomFeatures({', '.join(b)})"
+
+
+def check_weights(weights, rf, image_shape=None):
+    """Raise unless ``weights`` were drawn for ``rf`` (and for images of ``image_shape``).
+
+    The compiled loops index the arrays by the shapes that ``rf`` implies, so weights of another
+    spec would be read past their ends (uninitialised memory) instead of failing; this check
+    runs before any of them.
+
+    Parameters
+    ----------
+    weights : Weights
+    rf : RandomFeatures
+    image_shape : tuple of int, optional
+        ``(H, W, C)`` of the images they will be applied to.
+
+    Raises
+    ------
+    TypeError
+        ``weights`` is not a :class:`Weights` or ``rf`` not a :class:`RandomFeatures`.
+    ValueError
+        The recorded ``weights.rf`` differs from ``rf`` (models, width, depth, filters,
+        ``W_std``/``b_std``, activation, pooling or readout), the image shape differs, the dtype
+        is not float32/float64, or an array's shape or dtype does not fit ``rf``.
+
+    Examples
+    --------
+    >>> import numpy as np, kernelkip as kk
+    >>> rf = kk.RandomFeatures(kk.ConvNet(2), width=8, models=2)
+    >>> w = kk.sample_weights(rf, (8, 8, 1), np.random.default_rng(0))
+    >>> kk.features.check_weights(w, rf, (8, 8, 1))
+    """
+    if not isinstance(rf, RandomFeatures):
+        raise TypeError(f"rf must be a kk.RandomFeatures, got {type(rf).__name__}")
+    if not isinstance(weights, Weights):
+        raise TypeError("weights must come from kk.sample_weights(rf, image_shape, rng), got "
+                        f"{type(weights).__name__}")
+    hint = "draw them with kk.sample_weights(rf, image_shape, rng)"
+    if weights.rf is not None and weights.rf is not rf and weights.rf != rf:
+        drawn, called = _spec_difference(weights.rf, rf)
+        raise ValueError(f"weights were drawn for {drawn} but called with {called}; {hint}")
+    dtype = _validation.check_float_dtype(weights.dtype, "weights")
+    drawn_shape = _check_image_shape(weights.image_shape)
+    if image_shape is not None and tuple(image_shape) != drawn_shape:
+        raise ValueError(f"weights were drawn for images of shape {drawn_shape} but the images "
+                         f"have shape {tuple(image_shape)}; {hint}")
+    if len(weights.convs) != rf.models:
+        raise ValueError(f"weights hold {len(weights.convs)} networks but rf has "
+                         f"models={rf.models}; {hint}")
+    # hand-built weights have no record: their arrays must still have the shapes rf implies
+    convs = [(layer.filter ** 2 * c_in, rf.width)
+             for layer, (_, _, c_in) in zip(rf.body, rf.shapes(drawn_shape))
+             if isinstance(layer, Conv)]
+    for m, net in enumerate(weights.convs):
+        if len(net) != len(convs):
+            raise ValueError(f"weights of network {m} hold {len(net)} conv layers but rf has "
+                             f"{len(convs)}; {hint}")
+        for k, (pair, w_shape) in enumerate(zip(net, convs)):
+            try:
+                w, b = pair
+            except (TypeError, ValueError):
+                w, b = pair, None
+            for arr, want, what in ((w, w_shape, "W"), (b, (rf.width,), "b")):
+                if (not isinstance(arr, np.ndarray) or arr.shape != want
+                        or arr.dtype != dtype):
+                    raise ValueError(
+                        f"weights: {what} of conv layer {k} of network {m} has shape "
+                        f"{getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}; "
+                        f"expected {want} and {dtype} for width={rf.width} on images of "
+                        f"{drawn_shape}; {hint}")
 
 
 # ----------------------------------------------------------------------------- layer ops
@@ -372,6 +518,14 @@ def _scale(rf, image_shape):
 
 
 def _check_input(x, weights, name, finite=True):
+    # images are cast to the weights' dtype, which sets the precision: integer pixels (uint8)
+    # and float16 are converted here, explicitly, so that only float32/float64 reach the loops
+    if x is not None:
+        kind = np.dtype(x.dtype).kind if hasattr(x, "dtype") else np.asarray(x).dtype.kind
+        if kind not in "biuf":
+            raise ValueError(f"{name} has dtype {getattr(x, 'dtype', np.asarray(x).dtype)}; "
+                             f"expected real numbers (they are cast to the weights' "
+                             f"{weights.dtype})")
     x = _validation.check_array(x, name, min_ndim=4, dtype=weights.dtype, finite=finite)
     if x.ndim != 4 or x.shape[1:] != weights.image_shape:
         raise ValueError(f"{name} must hold images of shape {weights.image_shape} (NHWC), "
@@ -438,9 +592,10 @@ def features(x, weights, rf, *, save=False, chunk_bytes=2 ** 28, check_finite=Tr
     Parameters
     ----------
     x : ndarray of shape (n, H, W, C)
-        Images (NHWC) of ``weights.image_shape`` and ``weights.dtype``.
+        Images (NHWC) of ``weights.image_shape``. They are cast to ``weights.dtype``: integer
+        images (``uint8`` pixels, say) and float16 are converted, not refused.
     weights : Weights
-        From :func:`sample_weights`.
+        From :func:`sample_weights` for this ``rf`` (:func:`check_weights`).
     rf : RandomFeatures
     save : bool
         Also return a :class:`FeatureTape` for :func:`features_vjp` (keeps the activation masks:
@@ -452,7 +607,15 @@ def features(x, weights, rf, *, save=False, chunk_bytes=2 ** 28, check_finite=Tr
     -------
     phi : ndarray of shape (n, models * F), ``weights.dtype``
     tape : FeatureTape, only with ``save=True``
+
+    Raises
+    ------
+    ValueError
+        ``weights`` drawn for another ``rf`` or image shape, or of a dtype other than
+        float32/float64 (:func:`check_weights`); images of another shape, of a non-real dtype
+        or with NaN/inf.
     """
+    check_weights(weights, rf)
     x = _check_input(x, weights, "x", check_finite)
     n = len(x)
     f_count = rf.feature_count(weights.image_shape)
@@ -526,6 +689,24 @@ def rf_kernel(x1, x2, rf, rng, *, dtype=None, weights=None):
 
     Draws ``rf.models`` networks from ``rng`` unless ``weights`` are given. Returns float64.
 
+    Parameters
+    ----------
+    x1 : ndarray of shape (n1, H, W, C)
+    x2 : ndarray of shape (n2, H, W, C), optional
+    rf : RandomFeatures
+    rng : numpy.random.Generator
+        Used only when ``weights`` is ``None``.
+    dtype : {None, float32, float64}
+        Cast the images to it first (``None``: keep float32/float64; integers become float64).
+    weights : Weights, optional
+        Drawn with :func:`sample_weights` for this ``rf`` and image shape.
+
+    Raises
+    ------
+    ValueError
+        ``weights`` drawn for another ``rf`` or image shape (:func:`check_weights`), or a
+        ``dtype`` other than float32/float64.
+
     Examples
     --------
     >>> import numpy as np, kernelkip as kk
@@ -534,6 +715,8 @@ def rf_kernel(x1, x2, rf, rng, *, dtype=None, weights=None):
     >>> kk.rf_kernel(x, None, rf, np.random.default_rng(1)).shape
     (3, 3)
     """
+    if dtype is not None:
+        dtype = _validation.check_float_dtype(dtype, "dtype")
     x1 = _validation.check_array(x1, "x1", min_ndim=4, dtype=dtype)
     if weights is None:
         weights = sample_weights(rf, x1.shape[1:], rng, x1.dtype)

@@ -65,6 +65,12 @@ def platt_xent_grad(pred, y, log_temp, reduction="mean"):
     grad_pred : ndarray, shaped like ``pred``
     grad_log_temp : float
 
+    Raises
+    ------
+    ValueError
+        Fewer than 2 classes (``pred`` with one column): the softmax over one class is 1
+        whatever the input, so the loss would be 0 with zero gradients. Labels that do not fit.
+
     Examples
     --------
     >>> import numpy as np
@@ -74,7 +80,13 @@ def platt_xent_grad(pred, y, log_temp, reduction="mean"):
     """
     _validation.check_choice(reduction, "reduction", REDUCTIONS)
     pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 2:
+        raise ValueError(f"predictions have shape {pred.shape}; expected (n, num_classes)")
     n, k = pred.shape
+    if k < 2:
+        raise ValueError(f"Platt cross-entropy needs at least 2 classes, got predictions of shape "
+                         f"{pred.shape}; one-hot encode class labels, or use MSE for one "
+                         f"regression target")
     labels = _class_labels(y, n, k)
     tau = float(np.exp(log_temp))
     logits = tau * pred

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _validation, krr, losses
 from .arch import Serial
-from .features import RandomFeatures, features, features_vjp, sample_weights
+from .features import RandomFeatures, check_weights, features, features_vjp, sample_weights
 from .kernels import kernel_pullback
 from .kernels.recursion import kernel_rows_pullback
 from .kernels.recursion import GETS
@@ -201,11 +201,24 @@ def rfad_value_and_grad(x_support, y_support, x_target, y_target, rf, weights, *
     -------
     dict with ``loss``, ``grad_x_support``, ``grad_y_support``, ``grad_log_temp`` (0 for MSE),
     ``pred`` (float64 target predictions) and ``ridge``.
+
+    Raises
+    ------
+    ValueError
+        ``weights`` drawn for another ``rf`` or image shape (``features.check_weights``);
+        ``loss="platt"`` with one label column; mismatched shapes; NaN/inf; unknown options.
     """
     _validation.check_choice(loss, "loss", losses.LOSSES)
     x_s, y_s, x_t, y_t = _check_problem(x_support, y_support, x_target, y_target, check_finite)
+    if loss == "platt" and y_s.shape[1] < 2:
+        # a softmax over one class is 1: loss 0 and zero gradients, so nothing would be learned
+        raise ValueError(f"loss='platt' needs at least 2 classes, but y_support has shape "
+                         f"{np.shape(y_support)} (one label column); one-hot encode class labels "
+                         f"(kernelkip.data.one_hot_centered), or use loss='mse' for one "
+                         f"regression target")
     if not np.isfinite(log_temp):
         raise ValueError(f"log_temp must be finite, got {log_temp!r}")
+    check_weights(weights, rf, x_s.shape[1:])
     b2 = rf.head.b_std ** 2
     phi_s, tape = features(x_s, weights, rf, save=True, check_finite=False)
     phi_t = features(x_t, weights, rf, check_finite=False)
@@ -274,8 +287,11 @@ class RFAD:
 
     def __call__(self, params, batch, rng):
         x_target, y_target = batch
-        x_s = params["x_support"]
-        weights = sample_weights(self.rf, np.shape(x_s)[1:], rng, np.asarray(x_s).dtype)
+        # validated before the draw: the weights take x_support's dtype, and integer weights
+        # would all truncate to 0 (integer images become float64 here, float16 is refused)
+        x_s = _validation.check_array(params["x_support"], "x_support", min_ndim=4,
+                                      finite=False)
+        weights = sample_weights(self.rf, x_s.shape[1:], rng, x_s.dtype)
         log_temp = float(np.ravel(params["log_temp"])[0]) if self.loss == "platt" else 0.0
         out = rfad_value_and_grad(x_s, params["y_support"], x_target, y_target, self.rf, weights,
                                   loss=self.loss, log_temp=log_temp, reg=self.reg,
