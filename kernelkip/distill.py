@@ -6,6 +6,7 @@ evaluates, checkpoints and resumes. The objective supplies the maths; see
 ``kernelkip.objectives``.
 """
 import json
+import numbers
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import io, optim
-from ._progress import Progress
+from ._progress import progress_bar
 from .data import class_balanced_sample
 
 __all__ = ["TargetSampler", "DistillResult", "EarlyStopping", "distill"]
@@ -106,9 +107,10 @@ class EarlyStopping:
     """A ``callback`` for :func:`distill`: stop when ``metric`` (higher is better) has not
     improved for ``patience`` evaluations, and keep the best parameters.
 
-    The state is rebuilt from the run's history on resume (pass ``history=`` the restored
-    records) and the best parameters can be written to ``path`` (``.npz``) whenever they
-    improve, so an interrupted run keeps them.
+    Its state (the best value, its step, the best parameters) is saved in :func:`distill`'s
+    checkpoint, and restored from it on resume, so a resumed run stops where an uninterrupted
+    one would and keeps the same best set. The best parameters can also be written to
+    ``path`` (``.npz``) whenever they improve, for a look while the run goes on.
 
     Examples
     --------
@@ -119,38 +121,74 @@ class EarlyStopping:
     (1, 1)
     """
 
-    def __init__(self, metric, patience, path=None, history=()):
-        if int(patience) < 1:
-            raise ValueError(f"patience must be >= 1, got {patience!r}")
+    def __init__(self, metric, patience, path=None):
+        if isinstance(patience, bool) or int(patience) != patience or int(patience) < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
         self.metric, self.patience, self.path = metric, int(patience), path
         self.best, self.best_step, self.best_params, self.bad = -np.inf, None, None, 0
-        for rec in history:
-            if metric in rec:
-                self._see(rec["step"], None, rec[metric])
-        if path is not None and os.path.exists(path):
-            arrays, _ = io.load_checkpoint(path)
-            self.best_params = dict(arrays)
 
     def _see(self, step, params, value):
         if value > self.best:
             self.best, self.best_step, self.bad = value, step, 0
-            if params is not None:
-                self.best_params = {k: np.array(v, copy=True) for k, v in params.items()}
-                if self.path is not None:
-                    io.save_checkpoint(self.path, self.best_params,
-                                       {"step": step, self.metric: value})
+            self.best_params = {k: np.array(v, copy=True) for k, v in params.items()}
+            self._write()
             return False
         self.bad += 1
         return self.bad >= self.patience
+
+    def _write(self):
+        if self.path is not None and self.best_params is not None:
+            io.save_checkpoint(self.path, self.best_params,
+                               {"step": self.best_step, self.metric: self.best})
 
     def __call__(self, step, params, record):
         if self.metric not in record:
             return False
         return self._see(step, params, record[self.metric])
 
+    def state_dict(self):
+        """``(arrays, meta)`` to checkpoint with the run."""
+        return (dict(self.best_params or {}),
+                {"best": None if self.best_step is None else float(self.best),
+                 "best_step": self.best_step, "bad": self.bad})
+
+    def load_state_dict(self, arrays, meta):
+        """Restore what :meth:`state_dict` gave (and rewrite ``path`` to match it)."""
+        self.best_step, self.bad = meta["best_step"], int(meta["bad"])
+        self.best = -np.inf if meta["best"] is None else meta["best"]
+        self.best_params = dict(arrays) if self.best_step is not None else None
+        self._write()
+
 
 class _Interrupt(Exception):
     pass
+
+
+def _count(value, name):
+    """``value`` as an int >= 0; a fractional or negative count is an error, not rounded."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)) or \
+            (isinstance(value, float) and not value.is_integer()) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _consistent_log(log, step):
+    """The records of ``log`` for steps ``0..step``, one per step (the first of repeats)."""
+    if not os.path.exists(log):
+        raise ValueError(f"the checkpoint is at step {step} but its log {log} is missing; "
+                         f"delete the checkpoint to start afresh")
+    seen, kept = set(), []
+    for rec in io.read_jsonl(log, skip_partial=True):
+        s = rec.get("step")
+        if isinstance(s, int) and s <= step and s not in seen:
+            seen.add(s)
+            kept.append(rec)
+    if not all(s in seen for s in range(1, step + 1)):
+        lost = [s for s in range(1, step + 1) if s not in seen]
+        raise ValueError(f"the log {log} lacks the records of steps {lost[:5]}"
+                         f"{'...' if len(lost) > 5 else ''} that the checkpoint (step {step}) "
+                         f"has done; delete both to start afresh")
+    return sorted(kept, key=lambda r: r["step"])
 
 
 def _objective_meta(objective):
@@ -192,8 +230,13 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
         must match). Written atomically every ``checkpoint_every`` steps, at the end, and when
         the run is interrupted (Ctrl-C / SIGTERM), so an interrupted run loses nothing.
     checkpoint_every : int
+        0 checkpoints only at the end (and on an interrupt).
     log : str or path, optional
-        JSON-lines file: one record per step, appended across resumes.
+        JSON-lines file: one record per step. A fresh run (no checkpoint) starts it empty; a
+        resumed run first cuts it back to the checkpoint's step (records of later steps, left
+        by a killed process, are dropped and the steps redone), so it always holds exactly one
+        record per step done. With a log, the checkpoint does not repeat the history, and its
+        cost does not grow with the number of steps.
     progress : bool
         Progress bar on stderr.
     max_seconds : float, optional
@@ -206,7 +249,10 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
         this process (all its threads; on a shared machine, what the run itself used). Both
         are logged (``time``, ``cpu_time``).
     callback : callable, optional
-        ``callback(step, params, record)`` after each step; returning ``True`` stops early.
+        ``callback(step, params, record)`` after the initial evaluation (step 0) and after
+        each step; returning ``True`` stops early. If it has ``state_dict()`` and
+        ``load_state_dict(arrays, meta)`` (like :class:`EarlyStopping`), its state is
+        checkpointed and restored with the run.
 
     Returns
     -------
@@ -231,14 +277,21 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
     >>> res.nit, res.x_support.shape
     (3, (4, 5))
     """
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps!r}")
-    steps = int(steps)
+    steps = _count(steps, "steps")
+    eval_every = _count(eval_every, "eval_every")
+    checkpoint_every = _count(checkpoint_every, "checkpoint_every")
+    for name, value in (("max_seconds", max_seconds), ("eval_every_seconds", eval_every_seconds)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     params = {name: np.array(value, copy=True) for name, value in params0.items()}
     learn = tuple(params) if learn is None else tuple(learn)
     for name in learn:
         if name not in params:
             raise ValueError(f"cannot learn {name!r}: params have {sorted(params)}")
+        if params[name].dtype.kind != "f":
+            raise ValueError(f"cannot learn {name!r}: it has dtype {params[name].dtype}, and the "
+                             f"optimizer's updates would be cast away; pass it as float32 or "
+                             f"float64")
     optimizer = optim.adam(0.01) if optimizer is None else optimizer
     rng = np.random.default_rng(0) if rng is None else rng
     opt_state = optimizer.init({name: params[name] for name in learn})
@@ -250,18 +303,42 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
 
     if checkpoint is not None and os.path.exists(checkpoint):
         arrays, saved_meta = io.load_checkpoint(checkpoint)
+        missing = [k for k in ("step", "elapsed", "rng", "objective", "learn", "shapes")
+                   if k not in saved_meta]
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint} lacks {', '.join(missing)}: it was not "
+                             f"written by kernelkip.distill; delete it to start afresh")
         for key in ("objective", "learn", "shapes"):
             if json.loads(json.dumps(saved_meta.get(key))) != json.loads(json.dumps(meta[key])):
                 raise ValueError(f"checkpoint {checkpoint} was written with a different {key} "
                                  f"({saved_meta.get(key)!r} vs {meta[key]!r}); use another path "
                                  f"or delete it to start afresh")
+        absent = [name for name in params if "param/" + name not in arrays]
+        if absent:
+            raise ValueError(f"checkpoint {checkpoint} lacks the parameters {absent}; delete it "
+                             f"to start afresh")
         params = {name: arrays["param/" + name] for name in params}
         opt_state = optim.state_from_arrays({k[4:]: v for k, v in arrays.items()
                                              if k.startswith("opt/")})
-        rng.bit_generator.state = io.rng_from_json(saved_meta["rng"]).bit_generator.state
-        step, elapsed, history = saved_meta["step"], saved_meta["elapsed"], saved_meta["history"]
+        try:
+            rng.bit_generator.state = io.rng_from_json(saved_meta["rng"]).bit_generator.state
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ValueError(f"checkpoint {checkpoint} has an unreadable generator state; "
+                             f"delete it to start afresh") from None
+        step, elapsed = int(saved_meta["step"]), saved_meta["elapsed"]
         cpu_elapsed = saved_meta.get("cpu_elapsed", 0.0)
         resumed_from = step
+        if callback is not None and hasattr(callback, "load_state_dict") \
+                and "callback" in saved_meta:
+            callback.load_state_dict({k[3:]: v for k, v in arrays.items()
+                                      if k.startswith("cb/")}, saved_meta["callback"])
+        if log is None:
+            history = saved_meta.get("history", [])
+    if log is not None:
+        # the log holds exactly one record per step the checkpoint has done: records of steps
+        # done after it (the process was killed) are dropped, and they are redone
+        history = _consistent_log(log, step) if step else []
+        io.trim_jsonl(log, history)
 
     # the generator's state at the last step boundary: an interrupted step has already drawn
     # its batch, and a resumed run must draw that batch again
@@ -272,9 +349,17 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
             return
         arrays = {"param/" + name: value for name, value in params.items()}
         arrays.update({"opt/" + k: v for k, v in optim.state_to_arrays(opt_state).items()})
+        extra = {}
+        if callback is not None and hasattr(callback, "state_dict"):
+            cb_arrays, extra["callback"] = callback.state_dict()
+            arrays.update({"cb/" + k: v for k, v in cb_arrays.items()})
+        if log is None:
+            # without a log the checkpoint must carry the history; with one, it does not, so a
+            # checkpoint costs the same at step 10 and at step 10000
+            extra["history"] = history
         io.save_checkpoint(checkpoint, arrays, dict(meta, step=step, elapsed=elapsed,
-                                                    cpu_elapsed=cpu_elapsed, history=history,
-                                                    rng=rng_at_step))
+                                                    cpu_elapsed=cpu_elapsed, rng=rng_at_step,
+                                                    **extra))
 
     logger = io.JsonlLogger(log, append=True) if log is not None else None
 
@@ -294,7 +379,10 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
     interrupted = None
     try:
         if evaluate is not None and step == 0:
-            record({"step": 0, "time": elapsed, **evaluate(params)})
+            rec = {"step": 0, "time": elapsed, **evaluate(params)}
+            record(rec)
+            if callback is not None:
+                callback(0, params, rec)  # the initial set is a candidate too
 
         def spent():
             return cpu_elapsed if clock == "cpu" else elapsed
@@ -305,7 +393,7 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
         next_eval = None
         if eval_every_seconds:
             next_eval = (spent() // eval_every_seconds + 1) * eval_every_seconds
-        with Progress(steps, desc="distill", initial=step, disable=not progress) as bar:
+        with progress_bar(steps, "distill", initial=step, disable=not progress) as bar:
             while step < steps and not out_of_time():
                 t0, c0 = time.perf_counter(), time.process_time()
                 batch = sampler(rng)
@@ -319,25 +407,33 @@ def distill(objective, params0, sampler, *, steps, optimizer=None, learn=None, r
                 learned = {name: params[name] for name in learn}
                 new, new_state = optimizer.update({name: grads[name] for name in learn},
                                                   opt_state, learned)
-                # one assignment, so an interrupt leaves a consistent (params, state, step, rng)
-                rng_state_json = io.rng_state_to_json(rng)
-                params, opt_state, step, rng_at_step = ({**params, **new}, new_state, step + 1,
-                                                        rng_state_json)
-                elapsed += time.perf_counter() - t0
-                cpu_elapsed += time.process_time() - c0
-                rec = {"step": step, "loss": float(loss), "time": elapsed,
-                       "cpu_time": cpu_elapsed, **info}
-                timed = next_eval is not None and spent() >= next_eval
+                new_params = {**params, **new}
+                new_elapsed = elapsed + time.perf_counter() - t0
+                new_cpu = cpu_elapsed + time.process_time() - c0
+                rec = {"step": step + 1, "loss": float(loss), "time": new_elapsed,
+                       "cpu_time": new_cpu, **info}
+                spent_now = new_cpu if clock == "cpu" else new_elapsed
+                timed = next_eval is not None and spent_now >= next_eval
+                if evaluate is not None and ((eval_every and (step + 1) % eval_every == 0)
+                                             or step + 1 == steps or timed
+                                             or (max_seconds is not None
+                                                 and spent_now >= max_seconds)):
+                    rec.update(evaluate(new_params))
+                # the step is committed only once its record is written: an interrupt before
+                # this point leaves (params, state, step, rng, time) at the previous step,
+                # whose record is the log's last, and the resumed run redoes this step
+                record(rec)
+                params, opt_state, step = new_params, new_state, step + 1
+                rng_at_step, elapsed, cpu_elapsed = io.rng_state_to_json(rng), new_elapsed, \
+                    new_cpu
                 if timed:
                     next_eval = (spent() // eval_every_seconds + 1) * eval_every_seconds
-                if evaluate is not None and ((eval_every and step % eval_every == 0)
-                                             or step == steps or out_of_time() or timed):
-                    rec.update(evaluate(params))
-                record(rec)
-                bar.update(1, loss=f"{loss:.4g}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                stop = callback is not None and callback(step, params, rec)
                 if checkpoint_every and step % checkpoint_every == 0:
                     save()
-                if callback is not None and callback(step, params, rec):
+                if stop:
                     break
     except (KeyboardInterrupt, _Interrupt) as err:
         interrupted = err

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _validation, krr
-from ._progress import Progress
+from ._progress import progress_bar
 from .features import RandomFeatures, features, sample_weights
 from .kernels import kernel as kernel_fn
 from .kernels.recursion import GETS
@@ -79,7 +79,7 @@ def krr_predict(x_support, y_support, x_test, arch, *, kernel="ntk", reg=1e-6,
     n = x_t.shape[0]
     pred = np.empty((n, alpha.shape[1]), dtype=np.float64)
     starts = range(0, n, int(block_size))
-    with Progress(len(starts), desc="evaluate", disable=not progress) as bar:
+    with progress_bar(len(starts), "evaluate", disable=not progress) as bar:
         for start in starts:
             stop = min(n, start + int(block_size))
             if isinstance(arch, RandomFeatures):

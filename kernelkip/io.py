@@ -1,18 +1,30 @@
-"""Checkpoints (atomic ``.npz``), JSON-lines logs, and PNG grids of support images.
+"""Run directories (one owner at a time), checkpoints (atomic ``.npz``), JSON-lines logs, and
+PNG grids of support images.
 
 Standard library and NumPy only: the PNG encoder is a few lines of ``zlib`` and ``struct``.
 """
+import datetime
+import fnmatch
 import json
 import os
+import socket
 import struct
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state_to_json", "rng_from_json",
-           "JsonlLogger", "read_jsonl", "save_image_grid", "write_png", "read_png"]
+try:  # POSIX advisory locks; released by the kernel when the holder exits, however it exits
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows
+    fcntl = None
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_npz", "FileFormatError",
+           "write_text_atomic", "write_bytes_atomic", "rng_state_to_json", "rng_from_json",
+           "JsonlLogger", "read_jsonl", "trim_jsonl", "save_image_grid", "write_png", "read_png",
+           "RunDirectory", "RunDirectoryError", "RUN_FILES"]
 
 _META = "__meta__"
 
@@ -29,6 +41,85 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+class FileFormatError(ValueError):
+    """A file that exists but cannot be read as what it should be (truncated, corrupt, other
+    format)."""
+
+
+def read_npz(path, what="file"):
+    """All arrays of an ``.npz`` archive, read eagerly, without pickle.
+
+    Every failure of a file that exists -- a truncated or corrupt archive, a text file, a
+    pickle, object arrays -- raises :class:`FileFormatError` naming the file, instead of
+    ``zipfile``/``numpy`` internals (whose advice to pass ``allow_pickle=True`` would be the
+    wrong advice for a file kernelkip reads).
+
+    Parameters
+    ----------
+    path : str or path
+    what : str
+        What the file is, for messages ("checkpoint", "dataset", ...).
+
+    Returns
+    -------
+    dict of ndarray
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    FileFormatError
+        The file is not a readable ``.npz`` archive.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise FileFormatError(f"{what} {str(path)!r} is a directory, not an .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise FileFormatError(f"{what} {str(path)!r} is a single .npy array, not an "
+                                      f".npz archive")
+            return {k: data[k] for k in data.files}
+    except FileFormatError:
+        raise
+    except ValueError as err:
+        reason = ("it holds pickled data, which kernelkip never loads" if "pickle" in str(err)
+                  else f"{err}")
+        raise FileFormatError(f"{what} {str(path)!r} is not a readable .npz archive: "
+                              f"{reason}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError) as err:
+        raise FileFormatError(f"{what} {str(path)!r} is truncated or corrupt "
+                              f"({type(err).__name__}: {err})") from None
+
+
+def _atomic_write(path, write, mode):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a reader (or a
+    crash) sees the old file or the new one, never half of one."""
+    _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def write_bytes_atomic(path, data):
+    """:func:`write_text_atomic` for bytes."""
+    _atomic_write(path, lambda f: f.write(data), "wb")
 
 
 def save_checkpoint(path, arrays, meta=None):
@@ -51,24 +142,24 @@ def save_checkpoint(path, arrays, meta=None):
         raise ValueError(f"array name {_META!r} is reserved")
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload[_META] = np.array(json.dumps(_jsonable(meta or {})))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda f: np.savez(f, **payload), "wb")
 
 
-def load_checkpoint(path):
-    """Read a file written by :func:`save_checkpoint`: ``(arrays, meta)``."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k != _META}
-        meta = json.loads(str(data[_META])) if _META in data.files else {}
+def load_checkpoint(path, what="checkpoint"):
+    """Read a file written by :func:`save_checkpoint`: ``(arrays, meta)``.
+
+    Raises
+    ------
+    FileFormatError
+        The file is truncated, corrupt or not an ``.npz`` archive (see :func:`read_npz`).
+    """
+    arrays = read_npz(path, what)
+    meta = {}
+    if _META in arrays:
+        try:
+            meta = json.loads(str(arrays.pop(_META)))
+        except ValueError:
+            raise FileFormatError(f"{what} {str(path)!r} has unreadable metadata") from None
     return arrays, meta
 
 
@@ -99,10 +190,31 @@ class JsonlLogger:
             f.write(json.dumps(_jsonable(record)) + "\n")
 
 
-def read_jsonl(path):
-    """The records of a JSON-lines file, as a list of dicts."""
+def read_jsonl(path, *, skip_partial=False):
+    """The records of a JSON-lines file, as a list of dicts.
+
+    ``skip_partial`` drops an unterminated last line (a write cut short by a killed process);
+    any other unreadable line raises :class:`FileFormatError` naming its number.
+    """
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if skip_partial and i == len(lines) - 1 and not line.endswith("\n"):
+                break
+            raise FileFormatError(f"{str(path)!r} line {i + 1} is not JSON: {line[:60]!r}") \
+                from None
+    return records
+
+
+def trim_jsonl(path, keep):
+    """Rewrite a JSON-lines file, atomically, with the records ``keep`` (a list of dicts)."""
+    write_text_atomic(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in keep))
 
 
 def _chunk(tag, data):
@@ -124,7 +236,7 @@ def write_png(path, pixels):
     raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter 0 on every row
     png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
+    write_bytes_atomic(path, png)
 
 
 def read_png(path):
@@ -240,3 +352,212 @@ def save_image_grid(path, images, nrow=None, labels=None, scale="per-image", pad
         y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
         grid[y0:y0 + h, x0:x0 + w] = pix[i]
     write_png(path, grid)
+
+
+# ----------------------------------------------------------------------------- run directories
+
+# the files a run writes; replacing a run removes these and nothing else the directory holds
+RUN_FILES = ("config.json", "checkpoint.npz", "log.jsonl", "distilled.npz", "summary.json",
+             "support.png", "best.npz", "eval-*.json", "curves.png", "support-*.png", "*.tmp")
+LOCK_NAME = ".lock"
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be used as asked: held by another process, holding another
+    run, or not writable."""
+
+
+def _read_holder(path):
+    try:
+        info = json.loads(Path(path).read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    return (f"pid {info.get('pid', '?')} on {info.get('host', '?')} "
+            f"({info.get('command', '?')}, since {info.get('since', '?')})")
+
+
+def _try_lock(fd):
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt  # pragma: no cover -- Windows
+    try:  # pragma: no cover
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # pragma: no cover
+        return False
+    return True  # pragma: no cover
+
+
+class RunDirectory:
+    """A directory that holds one run and is written by one process at a time.
+
+    A writing command first calls :meth:`check`, which only reads: it refuses a path that is a
+    file, a directory another process holds, or one holding another run (other settings or
+    another command) unless ``overwrite``. Once the run is known to be valid (data loaded,
+    objective built), ``with run:`` creates the directory, takes an exclusive lock on its
+    ``.lock`` file for the whole run, checks again under the lock, removes the files of a run
+    being replaced (:data:`RUN_FILES`, nothing else) and writes ``config.json``. So a failed
+    start writes nothing, and two processes never share a directory.
+
+    The lock is a POSIX ``flock``: the kernel releases it when the holder exits, however it
+    exits (even ``kill -9``), so a stale ``.lock`` file left by a killed process never blocks a
+    later run. The file records who holds it, for the message the next process gets.
+
+    Parameters
+    ----------
+    path : str or path
+    config : dict
+        The run's settings, with a ``"command"`` entry (``"distill"``, ``"label-solve"``).
+    ignore : sequence of str
+        Settings that may differ between a run and its continuation (step budget, progress
+        bars, paths, ...).
+    overwrite : bool
+        Replace a run with other settings, or another command's run, instead of refusing.
+    validate : callable, optional
+        ``validate(path) -> str or None``: why a run with the same settings cannot be
+        continued (say, a truncated checkpoint), which makes it a run to replace, too.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> out = os.path.join(tempfile.mkdtemp(), "run")
+    >>> run = RunDirectory(out, {"command": "distill", "ipc": 10})
+    >>> run.check()
+    >>> with run:
+    ...     sorted(os.listdir(out))
+    ['.lock', 'config.json']
+    >>> RunDirectory(out, {"command": "label-solve", "ipc": 10}).check()
+    Traceback (most recent call last):
+    ...
+    kernelkip.io.RunDirectoryError: ... holds a 'distill' run; 'label-solve' would replace it: ...
+    """
+
+    def __init__(self, path, config, *, ignore=(), overwrite=False, validate=None):
+        self.path = Path(path)
+        self.config = dict(config)
+        if "command" not in self.config:
+            raise ValueError("config needs a 'command' entry")
+        self.ignore = frozenset(ignore) | {"version", "command"}
+        self.overwrite = bool(overwrite)
+        self.validate = validate
+        self.replacing = False
+        self._fd = None
+
+    # -- inspection (reads only)
+    def _leftovers(self):
+        names = sorted(p.name for p in self.path.iterdir())
+        return [n for n in names if n != "config.json"
+                and any(fnmatch.fnmatch(n, pat) for pat in RUN_FILES if pat != "*.tmp")]
+
+    def _conflict(self):
+        """Why the directory's contents would be replaced, or None if it holds this run or
+        nothing of a run."""
+        cfg_path = self.path / "config.json"
+        if not cfg_path.exists():
+            left = self._leftovers()
+            return (f"holds run files ({', '.join(left)}) but no config.json" if left else None)
+        try:
+            old = json.loads(cfg_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError
+        except ValueError:
+            return "has an empty or unreadable config.json"
+        except OSError as err:
+            raise RunDirectoryError(f"cannot read {cfg_path}: {err.strerror}") from None
+        command = self.config["command"]
+        if old.get("command", command) != command:
+            return f"holds a {old.get('command')!r} run; {command!r} would replace it"
+        diff = {k: (old.get(k), v) for k, v in _jsonable(self.config).items()
+                if k not in self.ignore and old.get(k) != v}
+        if diff:
+            return f"holds a run with other settings {diff}"
+        return None if self.validate is None else self.validate(self.path)
+
+    def _holder(self):
+        """Who holds the lock, or None."""
+        lock = self.path / LOCK_NAME
+        if not lock.exists():
+            return None
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if fcntl is None:  # pragma: no cover
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(lock)
+            return None
+        finally:
+            os.close(fd)  # closing drops a shared lock taken just to test
+
+    def check(self):
+        """Refuse, before any work, a path this run cannot use (see the class docstring)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path} is a file, not a run directory; choose "
+                                    f"another output directory")
+        if not self.path.exists():
+            return
+        holder = None if self._fd is not None else self._holder()  # our own lock is no conflict
+        if holder is not None:
+            raise RunDirectoryError(f"{self.path} is in use by {holder}; wait for it to "
+                                    f"finish, or choose another output directory")
+        why = self._conflict()
+        if why is not None and not self.overwrite:
+            raise RunDirectoryError(f"{self.path} {why}: choose another output directory, or "
+                                    f"pass --overwrite to replace it")
+        self.replacing = why is not None
+
+    # -- ownership
+    def __enter__(self):
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileExistsError:
+            raise RunDirectoryError(f"{self.path} is a file, not a run directory; choose "
+                                    f"another output directory") from None
+        except OSError as err:
+            raise RunDirectoryError(f"cannot write to {self.path} ({err.strerror}); choose a "
+                                    f"writable output directory") from None
+        if not _try_lock(fd):
+            os.close(fd)
+            raise RunDirectoryError(f"{self.path} is in use by "
+                                    f"{_read_holder(self.path / LOCK_NAME)}; wait for it to "
+                                    f"finish, or choose another output directory")
+        self._fd = fd
+        try:
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "command": "kernelkip " + self.config["command"],
+                    "since": datetime.datetime.now().isoformat(timespec="seconds")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            self.check()  # again, under the lock: another process may have finished meanwhile
+            if self.replacing:
+                for p in self.path.iterdir():
+                    if any(fnmatch.fnmatch(p.name, pat) for pat in RUN_FILES) and p.is_file():
+                        p.unlink()
+            write_text_atomic(self.path / "config.json",
+                              json.dumps(_jsonable(self.config), indent=2) + "\n")
+        except OSError as err:
+            self.release()
+            raise RunDirectoryError(f"cannot write to {self.path} ({err.strerror}); choose a "
+                                    f"writable output directory") from None
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self):
+        """Drop the lock (also done by the kernel when the process exits)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *exc):
+        self.release()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import read_npz
+
 __all__ = ["Dataset", "load_digits", "read_idx", "load_idx", "load_cifar10", "load_cifar100",
            "load_svhn", "load_npz", "load_dataset", "class_balanced_sample", "DATASET_NAMES",
            "DEFAULT_SEARCH_DIRS"]
@@ -384,8 +386,16 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _unpickle(path):
     """Read one CIFAR python batch as a dict with str keys."""
-    with open(path, "rb") as f:
-        obj = _ArrayUnpickler(f, encoding="bytes").load()
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{str(path)!r} is not a CIFAR python batch as published ({err}); "
+                         f"replace it with the file from the original archive") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise ValueError(f"{str(path)!r} is truncated or not a CIFAR python batch "
+                         f"({type(err).__name__}: {err}); replace it with the file from the "
+                         f"original archive") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}; expected a dict batch")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -395,8 +405,15 @@ def _decode_names(names):
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
 
 
+def _field(batch, key, path):
+    if key not in batch:
+        raise ValueError(f"{str(path)!r} lacks {key!r} (it has {sorted(batch)}); it is not a "
+                         f"CIFAR python batch as published")
+    return batch[key]
+
+
 def _cifar_images(batch, path):
-    data = np.asarray(batch["data"], dtype=np.uint8)
+    data = np.asarray(_field(batch, "data", path), dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{str(path)!r}: 'data' has shape {data.shape}; expected (n, 3072)")
     # rows are channel-major (1024 red, 1024 green, 1024 blue), each 32x32 row-major
@@ -407,7 +424,7 @@ def _cifar_batch(path, label_key):
     """Images (NHWC float32) and integer labels of one CIFAR python batch file."""
     batch = _unpickle(path)
     x = _cifar_images(batch, path)
-    y = np.asarray(batch[label_key], dtype=np.int64)
+    y = np.asarray(_field(batch, label_key, path), dtype=np.int64)
     if y.shape != (x.shape[0],):
         raise ValueError(f"{str(path)!r}: {x.shape[0]} images but {label_key} of shape {y.shape}")
     return x, y
@@ -444,8 +461,8 @@ def load_cifar10(directory):
         If the directory or a batch file is missing.
     ValueError
         If a batch does not hold (n, 3072) ``data`` with matching ``labels``.
-    pickle.UnpicklingError
-        If a batch references anything but numpy arrays.
+        Also if a batch references anything but numpy arrays (refused, not run), or is
+        truncated.
 
     Notes
     -----
@@ -477,7 +494,8 @@ def load_cifar10(directory):
 
     class_names = None
     if (root / "batches.meta").is_file():
-        class_names = _decode_names(_unpickle(root / "batches.meta")["label_names"])
+        class_names = _decode_names(_field(_unpickle(root / "batches.meta"), "label_names",
+                                           root / "batches.meta"))
     return Dataset(*read(train_files), *read(["test_batch"]), num_classes=10, name="cifar10",
                    class_names=class_names)
 
@@ -502,9 +520,8 @@ def load_cifar100(directory):
     FileNotFoundError
         If the directory or a file is missing.
     ValueError
-        If a file does not hold (n, 3072) ``data`` with matching ``fine_labels``.
-    pickle.UnpicklingError
-        If a file references anything but numpy arrays.
+        If a file does not hold (n, 3072) ``data`` with matching ``fine_labels``, references
+        anything but numpy arrays (refused, not run), or is truncated.
 
     See Also
     --------
@@ -526,7 +543,8 @@ def load_cifar100(directory):
         splits += list(_cifar_batch(root / fname, "fine_labels"))
     class_names = None
     if (root / "meta").is_file():
-        class_names = _decode_names(_unpickle(root / "meta")["fine_label_names"])
+        class_names = _decode_names(_field(_unpickle(root / "meta"), "fine_label_names",
+                                           root / "meta"))
     return Dataset(*splits, num_classes=100, name="cifar100", class_names=class_names)
 
 
@@ -631,14 +649,13 @@ def load_npz(path, *, name=None):
     if not path.is_file():
         raise FileNotFoundError(f"npz file {str(path)!r} does not exist; expected an archive "
                                 f"with keys {', '.join(keys)}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in keys if k not in z.files]
-        if missing:
-            raise ValueError(f"{str(path)!r} lacks the keys {missing}; found {z.files}")
-        arrays = {k: z[k] for k in keys}
-        num_classes = int(z["num_classes"]) if "num_classes" in z.files else None
-        class_names = tuple(str(c) for c in z["class_names"]) if "class_names" in z.files \
-            else None
+    z = read_npz(path, "dataset")
+    missing = [k for k in keys if k not in z]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks the keys {missing}; found {sorted(z)}")
+    arrays = {k: z[k] for k in keys}
+    num_classes = int(z["num_classes"]) if "num_classes" in z else None
+    class_names = tuple(str(c) for c in z["class_names"]) if "class_names" in z else None
     for split in ("train", "test"):
         x = arrays[f"x_{split}"]
         if x.ndim == 3:

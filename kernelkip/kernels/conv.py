@@ -259,7 +259,7 @@ def conv_input_fwd(x1, x2, layers, *, track_ntk, save=True, block=DEFAULT_BLOCK,
         Keep what the pullback needs (the images and their variances).
     block : int
         Pairs per call into the loops (the progress bar advances per block).
-    progress : Progress, optional
+    progress : tqdm, optional
         Advanced by the number of pairs done.
     band : bool
         ``False`` computes every offset (tests).

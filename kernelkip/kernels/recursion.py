@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 
 from .. import _validation
-from .._progress import Progress
+from .._progress import progress_bar
 from ..arch import ABRelu, Dense, Erf, Gelu, Serial
 from ..backend import array_namespace, resolve_engine
 from . import conv
@@ -143,13 +143,13 @@ def kernel(x1, x2=None, arch=None, *, get=GETS, engine="auto", check_finite=True
 
 
 def _progress_bar(progress, x1, x2, arch):
-    """A :class:`Progress` over image pairs when asked for and the net is convolutional."""
+    """A progress bar over image pairs when asked for and the net is convolutional."""
     if not progress or not isinstance(arch, Serial) or not conv.split(arch)[0]:
         return contextlib.nullcontext()
     n1 = len(x1)
     n2 = None if x2 is None else len(x2)
     total = n1 + n1 * (n1 - 1) // 2 if n2 is None else n1 + n2 + n1 * n2
-    return Progress(total, desc="kernel (pairs)")
+    return progress_bar(total, "kernel (pairs)")
 
 
 def nngp(x1, x2=None, arch=None, **kwargs):
