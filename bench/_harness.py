@@ -9,9 +9,12 @@ Standard library only (``psutil`` is used for the current RSS when it is install
 - :func:`env_info` -- machine, thread settings and library versions, stored with every result.
 - :func:`write_json` -- ``bench/results/<name>.json`` (the directory is gitignored).
 - :func:`print_table` -- a markdown table.
+- :func:`write_figure` / :func:`timing_figure` -- ``bench/results/<name>.png`` beside the JSON
+  (matplotlib, imported only here and only when installed: without it the PNG is skipped).
 """
 import datetime
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 __all__ = ["measure", "run_isolated", "peak_memory_mb", "env_info", "write_json", "print_table",
-           "RESULTS_DIR"]
+           "write_figure", "timing_figure", "RESULTS_DIR"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -298,3 +301,59 @@ def print_table(rows, columns, *, file=None):
              "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_fmt(row.get(k)) for k, _ in cols) + " |" for row in rows]
     print("\n".join(lines), file=file or sys.stdout)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def write_figure(name, make, *, dpi=100):
+    """Write ``bench/results/<name>.png`` from ``make()``, a zero-argument callable returning a
+    matplotlib Figure. Without matplotlib, print a note and return None; else the path."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"note: matplotlib is not installed; no {name}.png (pip install kernelkip[plot])")
+        return None
+    from kernelkip import _deps
+    plt = _deps.get_pyplot()
+    fig = make()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.png"
+    try:
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+    print("wrote", path)
+    return path
+
+
+def timing_figure(rows, label, series, *, unit="s", title=None, log=False):
+    """A horizontal grouped bar chart of a timing table: one group per row, one bar per series.
+
+    ``label`` is a key of the rows or a function of a row; ``series`` lists
+    ``(key, iqr_key or None, legend)``; a series no row holds is left out, and so is a bar
+    where a row lacks the key.
+    """
+    from kernelkip import _deps
+    plt = _deps.get_pyplot()
+    names = [label(r) if callable(label) else str(r.get(label)) for r in rows]
+    series = [s for s in series if any(r.get(s[0]) is not None for r in rows)]
+    height = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows) * max(len(series), 1) ** 0.5),
+                           layout="constrained")
+    for j, (key, err, legend) in enumerate(series):
+        pos = [i + (j - (len(series) - 1) / 2) * height for i, r in enumerate(rows)
+               if r.get(key) is not None]
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        errs = None if err is None else [r.get(err) or 0.0 for r in rows
+                                         if r.get(key) is not None]
+        ax.barh(pos, vals, height=height, xerr=errs, label=legend, capsize=2)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(names, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"median time ({unit}); error bar: IQR")
+    if log:
+        ax.set_xscale("log")
+    if len(series) > 1:
+        ax.legend(fontsize="small")
+    ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig

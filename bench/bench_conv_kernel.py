@@ -122,6 +122,10 @@ def main(argv=None):
         cols += ["nt_s", "speedup", "rel_diff"]
     _harness.print_table(rows, cols)
     print("wrote", _harness.write_json("conv_kernel", rows, vars(args)))
+    _harness.write_figure("conv_kernel", lambda: _harness.timing_figure(
+        rows, lambda r: f"{r['what']} {r['n']}, {r['image']}, {r['readout']}",
+        [("median_s", "iqr_s", "kernelkip"), ("kernels_s", None, "its two kernels alone"),
+         ("nt_s", None, "neural-tangents")], log=True, title="ConvNet3 NTK, float32"))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ def main(argv=None):
         cols += ["nt_ms", "nt_iqr_ms", "speedup", "loss_rel_diff"]
     _harness.print_table(rows, cols)
     _harness.write_json("fc_kip_step", rows, vars(args))
+    _harness.write_figure("fc_kip_step", lambda: _harness.timing_figure(
+        rows, lambda r: f"{r['case']}, {r['dtype']}",
+        [("kernelkip_ms", "kernelkip_iqr_ms", "kernelkip"),
+         ("nt_ms", "nt_iqr_ms", "neural-tangents")],
+        unit="ms", title=f"KIP step, depth-{args.depth} FC NTK"))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from kernelkip import cli  # noqa: E402 -- first, so its thread-pool defaults apply
+from kernelkip import plot  # noqa: E402 -- matplotlib is imported only when a figure is drawn
 
 import _harness  # noqa: E402
 
@@ -92,6 +93,7 @@ def main():
     params = {k: result.pop(k) for k in ("method", "kernel", "ipc", "budget_cpu_minutes",
                                          "target_batch", "lr", "eval_size")}
     print("wrote", _harness.write_json(args.name, result, params))
+    _harness.write_figure(args.name, lambda: plot.learning_curves(out, x=("steps", "cpu")))
 
 
 if __name__ == "__main__":

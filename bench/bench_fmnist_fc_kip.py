@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from kernelkip import cli  # noqa: E402 -- first, so its thread-pool defaults apply
+from kernelkip import plot  # noqa: E402 -- matplotlib is imported only when a figure is drawn
 
 import _harness  # noqa: E402
 
@@ -45,7 +46,7 @@ def run(ipc, dtype, steps, data_dir=None):
             "final_test_acc": summary["final_test_acc"],
             "best_test_acc": max(a for _, a in curve),
             "optimisation_s": summary["optimisation_seconds"], "wall_s": wall,
-            "curve": curve}
+            "curve": curve, "run_dir": str(out)}
 
 
 def main(argv=None):
@@ -59,6 +60,8 @@ def main(argv=None):
     _harness.print_table(rows, ["ipc", "dtype", "steps", "initial_test_acc", "final_test_acc",
                                 "best_test_acc", "optimisation_s", "wall_s"])
     _harness.write_json(f"fmnist_fc_kip_{args.dtype}", rows, vars(args))
+    _harness.write_figure(f"fmnist_fc_kip_{args.dtype}", lambda: plot.learning_curves(
+        [r["run_dir"] for r in rows], names=[f"{r['ipc']} per class" for r in rows]))
 
 
 if __name__ == "__main__":

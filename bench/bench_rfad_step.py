@@ -135,6 +135,9 @@ def main(argv=None):
     _harness.print_table(rows, ["what", "image", "n_s", "n_t", "median_s", "iqr_s",
                                 "over_kernelkip_step"])
     print("wrote", _harness.write_json("rfad_step", rows, vars(args)))
+    _harness.write_figure("rfad_step", lambda: _harness.timing_figure(
+        rows, lambda r: f"{r['what']}, {r['image']}", [("median_s", "iqr_s", "median")],
+        title=f"RFAD step, {args.models} ConvNet3s of width {args.width}"))
 
 
 if __name__ == "__main__":

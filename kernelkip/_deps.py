@@ -7,11 +7,14 @@ Environment switches
 --------------------
 KERNELKIP_NO_NUMBA=1 : behave as if Numba were not installed (engine "auto" picks "numpy").
 KERNELKIP_NO_CUPY=1  : behave as if CuPy were not installed.
+KERNELKIP_NO_MATPLOTLIB=1 : behave as if matplotlib were not installed (``kernelkip plot``).
 """
 import importlib
 import os
+import sys
 
-__all__ = ["numba_available", "get_numba", "cupy_available", "get_cupy"]
+__all__ = ["numba_available", "get_numba", "cupy_available", "get_cupy", "matplotlib_available",
+           "get_pyplot"]
 
 
 def _switched_off(name):
@@ -60,3 +63,32 @@ def get_cupy():
 def cupy_available():
     """Whether CuPy is installed and a CUDA device is visible."""
     return get_cupy() is not None
+
+
+_NO_MATPLOTLIB = "kernelkip plot needs matplotlib: pip install kernelkip[plot]"
+
+
+def matplotlib_available():
+    """Whether matplotlib imports (and ``KERNELKIP_NO_MATPLOTLIB`` is unset)."""
+    return _try_import("matplotlib", "KERNELKIP_NO_MATPLOTLIB") is not None
+
+
+def get_pyplot():
+    """``matplotlib.pyplot``, on the Agg backend when there is no display.
+
+    The backend is chosen only if pyplot is not imported yet and ``MPLBACKEND`` is unset, so
+    a notebook's or the user's choice stands.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is absent or switched off, with the line to install it.
+    """
+    mpl = _try_import("matplotlib", "KERNELKIP_NO_MATPLOTLIB")
+    if mpl is None:
+        raise ImportError(_NO_MATPLOTLIB)
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                         or os.environ.get("WAYLAND_DISPLAY"))
+    if headless and "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        mpl.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")

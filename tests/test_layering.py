@@ -33,7 +33,7 @@ LEVELS = [
     [("krr", "losses")],
     [("objectives", "optim", "nets")],
     [("distill", "evaluate")],
-    [("parallel", "cli"), "__main__"],
+    ["plot", ("parallel", "cli"), "__main__"],
 ]
 RANK = {name: (row, pos)
         for row, entries in enumerate(LEVELS)
